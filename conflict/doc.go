@@ -1,0 +1,17 @@
+// Package conflict holds meridian's pure merge rules: the hybrid logical
+// clock that orders events (Clock, Timestamp), the CRDT primitives (LWW,
+// AWElement/AddWinsSet, GSet, Counter, Max, Tombstone/Erasable) and the
+// schema-driven Merger, which reads the (target, op, merge, residency, key)
+// options from the meridianv1 descriptors and applies identity events to a
+// generic, proto-serialisable meridianv1.IdentityState.
+//
+// The projector's loop: decode an event part; if Erased(global state) drop
+// it; state = Apply(state of its part, part); store the state; serve
+// View(global, resident). Merge joins states (replicas, rebuilds), Prune
+// drops resident data that GLOBAL removes made dead. Apply and Merge are
+// commutative, associative and idempotent, so regions that saw the same set
+// of events agree whatever the order or duplication of delivery.
+//
+// The package does no I/O and never reads the wall clock: physical time is
+// injected into Clock as a func() int64, and events carry their HLC stamps.
+package conflict
