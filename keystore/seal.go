@@ -1,0 +1,61 @@
+package keystore
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"fmt"
+
+	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
+)
+
+// Seal encrypts plaintext with AES-256-GCM under key, binding it to recordID
+// (the additional data), and names the key in the result. The nonce is random
+// (96 bits); a data key seals at most an identity's events, far below the
+// 2^32 messages at which random nonces become a concern.
+//
+// Seal encrypts in place when plaintext has 16 bytes of spare capacity, so the
+// caller's plaintext buffer no longer holds the plaintext afterwards.
+func Seal(key [KeySize]byte, keyID, recordID string, plaintext []byte) *meridianv1.Sealed {
+	return seal(newGCM(key[:]), keyID, recordID, plaintext)
+}
+
+// Unseal decrypts a Sealed made by Seal for recordID. It returns ErrAuth when
+// the key, the record id or the bytes do not match.
+func Unseal(key [KeySize]byte, s *meridianv1.Sealed, recordID string) ([]byte, error) {
+	return unseal(newGCM(key[:]), s, recordID)
+}
+
+func seal(aead cipher.AEAD, keyID, recordID string, plaintext []byte) *meridianv1.Sealed {
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce) // never fails (crypto/rand since Go 1.24)
+	ct := aead.Seal(plaintext[:0], nonce, plaintext, []byte(recordID))
+	return &meridianv1.Sealed{KeyId: keyID, Nonce: nonce, Ciphertext: ct}
+}
+
+func unseal(aead cipher.AEAD, s *meridianv1.Sealed, recordID string) ([]byte, error) {
+	if s == nil {
+		return nil, fmt.Errorf("%w: sealed is nil", ErrInvalid)
+	}
+	if len(s.GetNonce()) != aead.NonceSize() {
+		return nil, fmt.Errorf("%w: record %s: nonce is %d bytes, want %d", ErrAuth, recordID, len(s.GetNonce()), aead.NonceSize())
+	}
+	pt, err := aead.Open(nil, s.GetNonce(), s.GetCiphertext(), []byte(recordID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: record %s key %s", ErrAuth, recordID, s.GetKeyId())
+	}
+	return pt, nil
+}
+
+// newGCM cannot fail for a 32-byte key.
+func newGCM(key []byte) cipher.AEAD {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic("keystore: " + err.Error())
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic("keystore: " + err.Error())
+	}
+	return aead
+}

@@ -1,0 +1,450 @@
+package writer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/google/uuid"
+	"github.com/meridian-id/meridian/eventlog"
+	"github.com/meridian-id/meridian/keystore"
+	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Writer is a region's write path. It is safe for concurrent use.
+type Writer struct {
+	cfg     Config
+	zone    string           // this region's zone
+	zoneKey keystore.ZoneKey // wraps the data keys made here
+	plans   bodyPlans
+
+	stats struct {
+		appends, events, records, keysCreated   atomic.Uint64
+		invalid, tooLarge, wrongRegion, unavail atomic.Uint64
+	}
+}
+
+// Result is the acknowledgement of a durable Append.
+type Result struct {
+	// EventIDs are the events' ids, in request order.
+	EventIDs []string
+	// First and Last are the log sequences of the request's records.
+	First, Last uint64
+	// Sequences is the last sequence per subject zone ("global" and the
+	// identity zone) among the request's records.
+	Sequences map[string]uint64
+	// Token is the encoded ConsistencyToken (Meridian-Token header).
+	Token string
+}
+
+// Metrics is a snapshot of the writer's counters.
+type Metrics struct {
+	Appends     uint64 // successful Append calls
+	Events      uint64 // events in them
+	Records     uint64 // log records written (parts and key records)
+	KeysCreated uint64 // data keys this writer created
+	// Rejections by code.
+	Invalid, TooLarge, WrongRegion, Unavailable uint64
+}
+
+// New checks cfg, applies defaults and precomputes the split plan of every
+// event type from the schema's options.
+func New(cfg Config) (*Writer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	plans, err := buildBodyPlans()
+	if err != nil {
+		return nil, err
+	}
+	zone, _ := cfg.Topology.ZoneOf(cfg.Region)
+	return &Writer{cfg: cfg, zone: zone, zoneKey: cfg.ZoneKeys[zone], plans: plans}, nil
+}
+
+// Metrics returns a snapshot of the counters.
+func (w *Writer) Metrics() Metrics {
+	s := &w.stats
+	return Metrics{
+		Appends: s.appends.Load(), Events: s.events.Load(), Records: s.records.Load(),
+		KeysCreated: s.keysCreated.Load(), Invalid: s.invalid.Load(), TooLarge: s.tooLarge.Load(),
+		WrongRegion: s.wrongRegion.Load(), Unavailable: s.unavail.Load(),
+	}
+}
+
+// Append validates, stamps, splits, seals and durably appends events, all
+// or nothing, and returns once the log has synced them. Every error is an
+// *Error; on any error nothing was appended. The events are not modified.
+//
+// Retrying with the same (client-supplied) event ids after an ambiguous
+// failure appends the records again; the stream's duplicate window drops
+// the repeats, as their record ids are equal.
+func (w *Writer) Append(ctx context.Context, events ...*meridianv1.Event) (*Result, error) {
+	res, err := w.append(ctx, events)
+	if err != nil {
+		w.count(err)
+		return nil, err
+	}
+	return res, nil
+}
+
+func (w *Writer) count(err *Error) {
+	switch err.Code {
+	case CodeInvalid:
+		w.stats.invalid.Add(1)
+	case CodeTooLarge:
+		w.stats.tooLarge.Add(1)
+	case CodeWrongRegion:
+		w.stats.wrongRegion.Add(1)
+	case CodeUnavailable:
+		w.stats.unavail.Add(1)
+	}
+}
+
+func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Result, *Error) {
+	switch {
+	case len(events) == 0:
+		return nil, invalidf("events", "required: at least one event")
+	case len(events) > w.cfg.MaxEvents:
+		return nil, tooLargef("events", "%d events in one request; the limit is %d (MaxEvents)", len(events), w.cfg.MaxEvents)
+	}
+	preps := make([]*prepared, len(events))
+	total := 0
+	for i, ev := range events {
+		p, err := w.prepare(ev)
+		if err != nil {
+			return nil, err.at(i)
+		}
+		preps[i] = p
+		total += p.size
+	}
+	if total > w.cfg.MaxRequestBytes {
+		return nil, tooLargef("events", "events total %d bytes encoded; the limit per request is %d (MaxRequestBytes)", total, w.cfg.MaxRequestBytes)
+	}
+	if err := checkDuplicateIDs(events); err != nil {
+		return nil, err
+	}
+
+	b := batch{w: w,
+		recs:  make([][]byte, 0, 2*len(preps)),
+		zones: make([]string, 0, 2*len(preps)),
+		ids:   make([]string, 0, len(preps)),
+	}
+	for _, p := range preps {
+		if err := b.add(p); err != nil {
+			return nil, err
+		}
+	}
+	first, err := w.cfg.Log.Append(ctx, b.recs...)
+	if err != nil {
+		return nil, logError(err)
+	}
+	for _, k := range b.newKeys {
+		// Best effort: an unmarked key is only published once more.
+		_ = w.cfg.Keys.MarkPublished(k.identity, k.keyID)
+	}
+	w.stats.appends.Add(1)
+	w.stats.events.Add(uint64(len(events)))
+	w.stats.records.Add(uint64(len(b.recs)))
+	return w.result(first, b.ids, b.zones), nil
+}
+
+func logError(err error) *Error {
+	if errors.Is(err, eventlog.ErrInvalid) {
+		// The log's own batch limits; the writer's limits keep requests
+		// below them, so this means the two were configured apart.
+		return tooLargef("events", "the log refused the batch: %v", err)
+	}
+	return unavailable("append to log", err)
+}
+
+func checkDuplicateIDs(events []*meridianv1.Event) *Error {
+	if len(events) < 2 {
+		return nil
+	}
+	var seen map[string]int
+	for i, ev := range events {
+		if ev.EventId == "" {
+			continue
+		}
+		if seen == nil {
+			seen = make(map[string]int)
+		}
+		if j, ok := seen[ev.EventId]; ok {
+			return invalidf("event_id", "%s is also the id of event %d; ids must be unique", ev.EventId, j).at(i)
+		}
+		seen[ev.EventId] = i
+	}
+	return nil
+}
+
+func (w *Writer) result(first uint64, ids []string, zones []string) *Result {
+	seqs := make(map[string]uint64, 2)
+	for i, z := range zones {
+		seqs[z] = first + uint64(i) // records are in sequence order
+	}
+	r := &Result{
+		EventIDs:  ids,
+		First:     first,
+		Last:      first + uint64(len(zones)) - 1,
+		Sequences: seqs,
+	}
+	r.Token = encodeToken(w.cfg.Region, w.cfg.Node, seqs)
+	return r
+}
+
+// AppendHeartbeat appends a heartbeat record (GLOBAL, no identity) carrying
+// the node's clock, from which every region measures its replication lag
+// from this origin.
+func (w *Writer) AppendHeartbeat(ctx context.Context) (*Result, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, unavailable("event id", err)
+	}
+	ev := &meridianv1.Event{
+		EventId:      id.String(),
+		OriginRegion: w.cfg.Region,
+		OriginNode:   w.cfg.Node,
+		Hlc:          uint64(w.cfg.Clock.Now()),
+		Part:         meridianv1.Part_PART_GLOBAL,
+		Body:         &meridianv1.Event_Heartbeat{Heartbeat: &meridianv1.Heartbeat{SentAtUnixMs: w.cfg.Now()}},
+	}
+	rec, merr := marshalRecord(ev)
+	if merr != nil {
+		return nil, merr
+	}
+	first, lerr := w.cfg.Log.Append(ctx, rec)
+	if lerr != nil {
+		e := logError(lerr)
+		w.count(e)
+		return nil, e
+	}
+	w.stats.records.Add(1)
+	return w.result(first, []string{ev.EventId}, []string{GlobalZone}), nil
+}
+
+// batch builds the records of one Append.
+type batch struct {
+	w       *Writer
+	recs    [][]byte
+	zones   []string       // subject zone per record
+	ids     []string       // event ids per request event
+	keys    []batchKey     // data keys used in this batch; most requests name one identity
+	keyIdx  map[string]int // index into keys, once there are many
+	newKeys []newKey       // key records in this batch, to mark published
+}
+
+type batchKey struct {
+	identity string
+	key      keystore.Key
+}
+
+type newKey struct{ identity, keyID string }
+
+func (b *batch) add(p *prepared) *Error {
+	w := b.w
+	ev := p.ev
+	id := ev.EventId
+	if id == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return unavailable("event id", err)
+		}
+		id = u.String()
+	}
+	b.ids = append(b.ids, id)
+	hlc := w.cfg.Clock.Now()
+	if p.proposed != 0 {
+		hlc = w.cfg.Clock.Update(p.proposed)
+	}
+	env := envelope{
+		eventID: id, identityID: ev.IdentityId, originRegion: w.cfg.Region, originNode: w.cfg.Node,
+		zone: p.zone, homeRegion: p.home, hlc: uint64(hlc),
+	}
+	var derivedBuf [derivedRoom]byte
+	derived := w.derive(p, derivedBuf[:0])
+	envSize := env.size()
+
+	rec := make([]byte, 0, envSize+1+binary.MaxVarintLen64+len(p.parts.global)+len(derived)+stampRoom)
+	rec = appendEnvelope(rec, &env, meridianv1.Part_PART_GLOBAL)
+	rec = appendBody(rec, p.plan.num, p.parts.global, derived)
+	b.pushRaw(rec, GlobalZone)
+	if !p.parts.hasResident {
+		return nil
+	}
+
+	key, err := b.key(ev.IdentityId, p)
+	if err != nil {
+		return err
+	}
+	// Plaintext: an Event holding only the body's resident part, sealed in
+	// place (room for the GCM tag).
+	r := p.parts.resident
+	pt := make([]byte, 0, 1+binary.MaxVarintLen64+len(r)+16)
+	pt = appendBody(pt, p.plan.num, r)
+	sealed := key.Seal(id+":r", pt)
+
+	rec = make([]byte, 0, envSize+2*(1+binary.MaxVarintLen64)+len(p.parts.keys)+len(sealed.KeyId)+len(sealed.Nonce)+len(sealed.Ciphertext)+3*(1+binary.MaxVarintLen64)+stampRoom)
+	rec = appendEnvelope(rec, &env, meridianv1.Part_PART_RESIDENT)
+	rec = appendSealed(rec, sealed)
+	rec = appendBody(rec, p.plan.num, p.parts.keys)
+	b.pushRaw(rec, p.zone)
+	return nil
+}
+
+// key returns the identity's current data key, creating it if needed, and
+// emits its wrapped key record (before the resident record that needs it)
+// while the key is not known to be in the log.
+func (b *batch) key(identity string, p *prepared) (keystore.Key, *Error) {
+	if b.keyIdx != nil {
+		if i, ok := b.keyIdx[identity]; ok {
+			return b.keys[i].key, nil
+		}
+	} else {
+		for _, bk := range b.keys {
+			if bk.identity == identity {
+				return bk.key, nil
+			}
+		}
+	}
+	w := b.w
+	k, created, err := w.cfg.Keys.CurrentOrCreate(identity)
+	if err != nil {
+		return keystore.Key{}, unavailable("data key", err)
+	}
+	if created {
+		w.stats.keysCreated.Add(1)
+	}
+	b.keys = append(b.keys, batchKey{identity, k})
+	if b.keyIdx != nil {
+		b.keyIdx[identity] = len(b.keys) - 1
+	} else if len(b.keys) > 8 {
+		b.keyIdx = make(map[string]int, 2*len(b.keys))
+		for i, bk := range b.keys {
+			b.keyIdx[bk.identity] = i
+		}
+	}
+	if k.Published {
+		return k, nil
+	}
+	u, uerr := uuid.NewV7()
+	if uerr != nil {
+		return keystore.Key{}, unavailable("event id", uerr)
+	}
+	kev := &meridianv1.Event{
+		EventId:      u.String(),
+		IdentityId:   identity,
+		OriginRegion: w.cfg.Region,
+		OriginNode:   w.cfg.Node,
+		Hlc:          uint64(w.cfg.Clock.Now()),
+		Zone:         p.zone,
+		HomeRegion:   p.home,
+		Part:         meridianv1.Part_PART_KEY,
+		Body:         &meridianv1.Event_DataKey{DataKey: keystore.Wrap(w.zoneKey, identity, k.ID, k.Material)},
+	}
+	if err := b.push(kev, p.zone); err != nil {
+		return keystore.Key{}, err
+	}
+	b.newKeys = append(b.newKeys, newKey{identity, k.ID})
+	return k, nil
+}
+
+func (b *batch) push(ev *meridianv1.Event, zone string) *Error {
+	rec, err := marshalRecord(ev)
+	if err != nil {
+		return err
+	}
+	b.pushRaw(rec, zone)
+	return nil
+}
+
+func (b *batch) pushRaw(rec []byte, zone string) {
+	b.recs = append(b.recs, rec)
+	b.zones = append(b.zones, zone)
+}
+
+// marshalRecord leaves room for StampSequence to append in place.
+func marshalRecord(ev *meridianv1.Event) ([]byte, *Error) {
+	return marshalWithRoom(ev, stampRoom)
+}
+
+func marshalWithRoom(m proto.Message, room int) ([]byte, *Error) {
+	n := proto.Size(m)
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, 0, n+room), m)
+	if err != nil {
+		// Validated input marshals; this would be a writer bug.
+		return nil, invalidf("", "cannot encode record: %v", err)
+	}
+	return b, nil
+}
+
+// derivedRoom bounds what derive appends: two 32-byte hashes with their
+// tags and lengths inside a traits field, or a home region, or a LoginFailed
+// time and count.
+const derivedRoom = 128
+
+// derive appends to d the fields the writer computes for the GLOBAL body:
+// keyed hashes of email and username, IdentityCreated.home_region when only
+// the envelope named it, LoginFailed's time (if the client left it 0) and
+// its count. They follow the split bytes inside the body field: a scalar
+// that appears twice keeps the last value, and a message field that appears
+// twice (traits) is merged, so the decoder sees one body.
+func (w *Writer) derive(p *prepared, d []byte) []byte {
+	switch b := p.ev.Body.(type) {
+	case *meridianv1.Event_IdentityCreated:
+		if b.IdentityCreated.GetHomeRegion() == "" {
+			d = appendString(d, icHomeRegion, p.home)
+		}
+		d = w.appendTraitHashes(d, icTraits, b.IdentityCreated.GetTraits())
+	case *meridianv1.Event_TraitsUpdated:
+		d = w.appendTraitHashes(d, tuTraits, b.TraitsUpdated.GetTraits())
+	case *meridianv1.Event_EmailVerified:
+		d = appendBytesField(d, evEmailHash, EmailHash(w.cfg.HashKey, b.EmailVerified.GetEmail()))
+	case *meridianv1.Event_LoginFailed:
+		if b.LoginFailed.GetAtUnixMs() == 0 {
+			d = appendVarintField(d, lfAtUnixMs, uint64(w.cfg.Now()))
+		}
+		if !b.LoginFailed.GetCounted() {
+			d = appendVarintField(d, lfCounted, 1)
+		}
+	}
+	return d
+}
+
+// appendTraitHashes appends a traits field (number num) holding the hashes of
+// the request's email and username; an email or username set to "" gets an
+// empty hash, which clears it.
+func (w *Writer) appendTraitHashes(d []byte, num protowire.Number, in *meridianv1.Traits) []byte {
+	if in == nil || (in.Email == nil && in.Username == nil) {
+		return d
+	}
+	var buf [2 * (2 + 32)]byte
+	t := buf[:0]
+	if in.Email != nil {
+		t = appendBytesField(t, trEmailHash, hashOrClear(w.cfg.HashKey, *in.Email, EmailHash))
+	}
+	if in.Username != nil {
+		t = appendBytesField(t, trUsernameHash, hashOrClear(w.cfg.HashKey, *in.Username, UsernameHash))
+	}
+	return appendBytesField(d, num, t)
+}
+
+func hashOrClear(key []byte, v string, h func([]byte, string) []byte) []byte {
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	return h(key, v)
+}
+
+// String helps debugging and error messages.
+func (w *Writer) String() string {
+	return fmt.Sprintf("writer(%s/%s, zone %s)", w.cfg.Region, w.cfg.Node, w.zone)
+}
+
+// MaxRequestBytes is the request body limit DecodeRequest applies (for an
+// HTTP server's own body limit).
+func (w *Writer) MaxRequestBytes() int { return w.cfg.MaxRequestBytes }
