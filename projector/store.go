@@ -1,0 +1,358 @@
+package projector
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// store is the read model on Pebble. Every change of a batch of inbox
+// messages goes into one Pebble batch together with the inbox sequence it
+// reached (see batch.go), so state and position move together.
+//
+// Layout (one prefix byte per kind):
+//
+//	'g' id                        GLOBAL IdentityState (deterministic proto)
+//	'r' id                        RESIDENT IdentityState sealed (Sealed proto)
+//	'e' len hash id               email hash index (empty value)
+//	'u' len hash id               username hash index (empty value)
+//	's' session id                -> identity id
+//	'p' origin node zone          highest origin log sequence applied (8 bytes)
+//	'o' origin zone               origin stream sequence of the last message applied (8 bytes)
+//	'h' origin                    newest heartbeat applied
+//	'q' inbox seq (8 bytes BE)    quarantine record (JSON)
+//	'x' id                        erasure committed, key destruction pending
+//	'm' name                      meta: "inbox" (8 bytes), "quarantined" (8 bytes), "version"
+//
+// Strings inside composite keys are length-prefixed (uvarint), so no
+// separator byte has to be forbidden in ids.
+type store struct {
+	db    *pebble.DB
+	cache interface{ Unref() }
+}
+
+const (
+	pGlobal     = 'g'
+	pResident   = 'r'
+	pEmail      = 'e'
+	pUsername   = 'u'
+	pSession    = 's'
+	pPosition   = 'p'
+	pSource     = 'o'
+	pHeartbeat  = 'h'
+	pQuarantine = 'q'
+	pErasing    = 'x'
+	pMeta       = 'm'
+
+	storeVersion = 1
+)
+
+var (
+	metaInbox       = []byte{pMeta, 'i', 'n', 'b', 'o', 'x'}
+	metaQuarantined = []byte{pMeta, 'q', 'u', 'a', 'r'}
+	metaVersion     = []byte{pMeta, 'v', 'e', 'r'}
+)
+
+// openStore opens (or creates) the read model in dir.
+func openStore(dir string, readOnly bool) (*store, error) {
+	cache := pebble.NewCache(64 << 20)
+	opts := &pebble.Options{
+		Cache:        cache,
+		MemTableSize: 64 << 20,
+		Logger:       quietLogger{},
+		ReadOnly:     readOnly,
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("projector: open read model %s: %w", dir, err)
+	}
+	s := &store{db: db, cache: cache}
+	v, err := s.getUint(metaVersion)
+	switch {
+	case err != nil:
+		s.close()
+		return nil, err
+	case v == 0 && readOnly:
+		s.close()
+		return nil, fmt.Errorf("projector: %s holds no read model", dir)
+	case v == 0:
+		if err := db.Set(metaVersion, u64(storeVersion), pebble.Sync); err != nil {
+			s.close()
+			return nil, fmt.Errorf("projector: open read model: %w", err)
+		}
+	case v != storeVersion:
+		s.close()
+		return nil, fmt.Errorf("projector: read model %s has format version %d, this build reads %d", dir, v, storeVersion)
+	}
+	return s, nil
+}
+
+func (s *store) close() error {
+	err := s.db.Close()
+	s.cache.Unref()
+	if err != nil {
+		return fmt.Errorf("projector: close read model: %w", err)
+	}
+	return nil
+}
+
+func (s *store) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("projector: read model get: %w", err)
+	}
+	out := bytes.Clone(v)
+	closer.Close()
+	return out, true, nil
+}
+
+func (s *store) getUint(key []byte) (uint64, error) {
+	v, ok, err := s.get(key)
+	if err != nil || !ok {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("projector: read model key %q: value of %d bytes, want 8", key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// inboxSeq is the last inbox sequence whose effects are in the model.
+func (s *store) inboxSeq() (uint64, error) { return s.getUint(metaInbox) }
+
+func (s *store) quarantinedCount() (uint64, error) { return s.getUint(metaQuarantined) }
+
+// empty reports whether the model holds no identity.
+func (s *store) empty() (bool, error) {
+	empty := true
+	err := s.scan([]byte{pGlobal}, func(_, _ []byte) error {
+		empty = false
+		return errStopScan
+	})
+	if errors.Is(err, errStopScan) {
+		err = nil
+	}
+	return empty, err
+}
+
+var errStopScan = errors.New("stop")
+
+// global returns the stored GLOBAL state, nil if there is none.
+func (s *store) global(id string) (*meridianv1.IdentityState, error) {
+	v, ok, err := s.get(globalKey(id))
+	if err != nil || !ok {
+		return nil, err
+	}
+	st := &meridianv1.IdentityState{}
+	if err := proto.Unmarshal(v, st); err != nil {
+		return nil, fmt.Errorf("projector: identity %s: stored state does not decode: %w", id, err)
+	}
+	return st, nil
+}
+
+// residentSealed returns the stored sealed RESIDENT state, nil if none.
+func (s *store) residentSealed(id string) (*meridianv1.Sealed, error) {
+	v, ok, err := s.get(residentKey(id))
+	if err != nil || !ok {
+		return nil, err
+	}
+	sealed := &meridianv1.Sealed{}
+	if err := proto.Unmarshal(v, sealed); err != nil {
+		return nil, fmt.Errorf("projector: identity %s: stored resident state does not decode: %w", id, err)
+	}
+	return sealed, nil
+}
+
+// lookupHash returns the identity ids indexed under a hash (prefix pEmail
+// or pUsername), in id order.
+func (s *store) lookupHash(prefix byte, hash []byte) ([]string, error) {
+	lo := hashIndexKey(prefix, hash, "")
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, fmt.Errorf("projector: lookup: %w", err)
+	}
+	var ids []string
+	for it.First(); it.Valid(); it.Next() {
+		ids = append(ids, string(it.Key()[len(lo):]))
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("projector: lookup: %w", err)
+	}
+	return ids, nil
+}
+
+// session returns the identity a session id belongs to.
+func (s *store) session(sessionID string) (string, bool, error) {
+	v, ok, err := s.get(sessionKey(sessionID))
+	return string(v), ok, err
+}
+
+// scan calls fn for every key with the prefix.
+func (s *store) scan(prefix []byte, fn func(k, v []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return fmt.Errorf("projector: scan: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("projector: scan: %w", err)
+	}
+	return nil
+}
+
+// positions loads the applied positions, origin stream sequences and
+// heartbeats (small: a few per origin).
+func (s *store) positions() (*positions, error) {
+	ps := newPositions()
+	err := s.scan([]byte{pPosition}, func(k, v []byte) error {
+		origin, rest, ok1 := readStr(k[1:])
+		node, rest, ok2 := readStr(rest)
+		if !ok1 || !ok2 || len(v) != 8 {
+			return fmt.Errorf("projector: read model: bad position key %q", k)
+		}
+		ps.applied[nodeZone{origin, node, string(rest)}] = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = s.scan([]byte{pSource}, func(k, v []byte) error {
+		origin, rest, ok := readStr(k[1:])
+		if !ok || len(v) != 8 {
+			return fmt.Errorf("projector: read model: bad source key %q", k)
+		}
+		ps.source[originZone{origin, string(rest)}] = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = s.scan([]byte{pHeartbeat}, func(k, v []byte) error {
+		var hb Heartbeat
+		if err := json.Unmarshal(v, &hb); err != nil {
+			return fmt.Errorf("projector: read model: heartbeat of %q: %w", k[1:], err)
+		}
+		ps.heartbeats[string(k[1:])] = hb
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+// quarantined lists the quarantine records in inbox order.
+func (s *store) quarantined() ([]QuarantineRecord, error) {
+	var out []QuarantineRecord
+	err := s.scan([]byte{pQuarantine}, func(k, v []byte) error {
+		var r QuarantineRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("projector: quarantine record %x: %w", k[1:], err)
+		}
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// erasing lists identities whose erasure committed but whose keys may not
+// have been destroyed yet (a crash in between).
+func (s *store) erasing() ([]string, error) {
+	var ids []string
+	err := s.scan([]byte{pErasing}, func(k, _ []byte) error {
+		ids = append(ids, string(k[1:]))
+		return nil
+	})
+	return ids, err
+}
+
+func (s *store) erased(id string) error {
+	if err := s.db.Delete(erasingKey(id), pebble.NoSync); err != nil {
+		return fmt.Errorf("projector: clear erasure marker: %w", err)
+	}
+	return nil
+}
+
+// Keys.
+
+func globalKey(id string) []byte   { return append([]byte{pGlobal}, id...) }
+func residentKey(id string) []byte { return append([]byte{pResident}, id...) }
+func sessionKey(sid string) []byte { return append([]byte{pSession}, sid...) }
+func erasingKey(id string) []byte  { return append([]byte{pErasing}, id...) }
+
+func hashIndexKey(prefix byte, hash []byte, id string) []byte {
+	k := make([]byte, 0, 2+len(hash)+len(id))
+	k = append(k, prefix)
+	k = binary.AppendUvarint(k, uint64(len(hash)))
+	k = append(k, hash...)
+	return append(k, id...)
+}
+
+func positionKey(k nodeZone) []byte {
+	b := appendStr([]byte{pPosition}, k.origin)
+	b = appendStr(b, k.node)
+	return append(b, k.zone...)
+}
+
+func sourceKey(k originZone) []byte {
+	return append(appendStr([]byte{pSource}, k.origin), k.zone...)
+}
+
+func heartbeatKey(origin string) []byte { return append([]byte{pHeartbeat}, origin...) }
+
+func quarantineKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{pQuarantine}, seq)
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func readStr(b []byte) (string, []byte, bool) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || uint64(len(b)-w) < n {
+		return "", nil, false
+	}
+	return string(b[w : w+int(n)]), b[w+int(n):], true
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// prefixEnd is the smallest key above every key with the prefix.
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// quietLogger keeps Pebble's errors and drops its informational chatter.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	pebble.DefaultLogger.Errorf(format, args...)
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	pebble.DefaultLogger.Fatalf(format, args...)
+}
