@@ -14,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-id/meridian/conflict"
 	"github.com/meridian-id/meridian/eventlog"
 	"github.com/meridian-id/meridian/keystore"
+	"github.com/meridian-id/meridian/projector"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/writer"
 )
@@ -33,6 +35,7 @@ type Node struct {
 	log      *eventlog.Log
 	keys     *keystore.Store
 	writer   *writer.Writer
+	proj     *projector.Projector
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	ln       net.Listener
@@ -117,7 +120,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.ln.Close()
 		return nil, fmt.Errorf("node: jetstream: %w", err)
 	}
+	if n.proj, err = n.newProjector(); err != nil {
+		n.nc.Close()
+		n.ln.Close()
+		return nil, err
+	}
 	if n.mux, err = n.routes(); err != nil {
+		n.proj.Close()
 		n.nc.Close()
 		n.ln.Close()
 		return nil, fmt.Errorf("node: http api: %w", err)
@@ -169,6 +178,13 @@ func (n *Node) bootstrap(ctx context.Context) {
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+	if err := n.proj.Start(ctx); err != nil {
+		n.mu.Lock()
+		n.mu.bootErr = fmt.Errorf("start projector: %w", err)
+		n.mu.Unlock()
+		n.cfg.Logger.Error("projector did not start", "err", err)
+		return
+	}
 	sh, err := eventlog.NewShipper(eventlog.ShipperConfig{
 		Log:    n.log,
 		JS:     n.js,
@@ -190,6 +206,38 @@ func (n *Node) bootstrap(ctx context.Context) {
 	n.mu.ready = true
 	n.mu.bootErr = nil
 	n.cfg.Logger.Info("replication running", "region", n.cfg.Region)
+}
+
+// newProjector opens the region's read model; it consumes the inbox once
+// bootstrap has provisioned it.
+func (n *Node) newProjector() (*projector.Projector, error) {
+	m, err := conflict.NewMerger()
+	if err != nil {
+		return nil, fmt.Errorf("node: merger: %w", err)
+	}
+	origins := map[string]string{}
+	for _, r := range n.cfg.Policy.Regions() {
+		origins[r], _ = n.cfg.Policy.Domain(r)
+	}
+	hashKey := n.cfg.HashKey
+	p, err := projector.New(projector.Config{
+		Region:    n.cfg.Region,
+		Zone:      n.zone,
+		JS:        n.js,
+		Stream:    n.plan.Inbox.Name,
+		Dir:       filepath.Join(n.cfg.Dir, "model"),
+		Keys:      n.keys,
+		ZoneKeys:  n.cfg.ZoneKeys,
+		Merger:    m,
+		Now:       n.cfg.Now,
+		Logger:    n.cfg.Logger.With("component", "projector"),
+		HashEmail: func(email string) []byte { return writer.EmailHash(hashKey, email) },
+		Origins:   origins,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: projector: %w", err)
+	}
+	return p, nil
 }
 
 func (n *Node) provision(ctx context.Context) error {
@@ -250,6 +298,9 @@ func (n *Node) Log() *eventlog.Log { return n.log }
 // Keys is the node's key store.
 func (n *Node) Keys() *keystore.Store { return n.keys }
 
+// Projector is the node's projector: the read model and its queries.
+func (n *Node) Projector() *projector.Projector { return n.proj }
+
 // Writer is the node's writer.
 func (n *Node) Writer() *writer.Writer { return n.writer }
 
@@ -301,6 +352,7 @@ func (n *Node) Close() error {
 	if sh != nil {
 		errs = append(errs, sh.Close())
 	}
+	errs = append(errs, n.proj.Close())
 	n.nc.Close()
 	errs = append(errs, n.closeStores())
 	return errors.Join(errs...)

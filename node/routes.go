@@ -16,7 +16,13 @@ func (n *Node) routes() (*http.ServeMux, error) {
 	if err != nil {
 		return nil, err
 	}
+	reads := http.NewServeMux()
+	n.proj.Routes(reads)
 	mux := http.NewServeMux()
+	for _, p := range []string{"GET /v1/identities/{id}", "GET /v1/identities", "GET /v1/sessions/{id}"} {
+		mux.Handle(p, reads)
+	}
+	mux.HandleFunc("GET /v1/status", n.serveStatus)
 	mux.Handle("/", api)
 	return mux, nil
 }
