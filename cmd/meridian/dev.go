@@ -38,6 +38,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	for _, r := range cluster.Regions {
+		mountMetrics(c.Node(r))
+	}
 	endpoints := filepath.Join(*dataDir, "endpoints.json")
 	if err := c.WriteEndpoints(endpoints); err != nil {
 		c.Close()

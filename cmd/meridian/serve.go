@@ -70,6 +70,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	mountMetrics(n)
 	fmt.Fprintf(stdout, "meridian node %s serving region %s on %s\n", n.ID(), n.Region(), n.URL())
 	<-ctx.Done()
 	logger.Info("shutting down")
