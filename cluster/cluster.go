@@ -294,4 +294,3 @@ func writeJSON(path string, v any, perm os.FileMode) error {
 	}
 	return os.Rename(tmp, path)
 }
-
