@@ -433,6 +433,11 @@ func (e *Embedded) hubOptions(ports []int) *server.Options {
 			Compression: server.CompressionOpts{Mode: server.CompressionOff},
 			// The CONNECT crosses a link that may be delayed: allow for it.
 			AuthTimeout: embeddedLinkHandshake.Seconds(),
+			// Regions must reach the hub only through their link proxy.
+			// Without this the hub gossips its real leafnode URL in the
+			// INFO and a region whose link is cut reconnects around the
+			// proxy, so a partition would not hold.
+			NoAdvertise: true,
 		},
 	}
 	if e.auth.enabled {
