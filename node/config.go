@@ -60,6 +60,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the node's physical clock in unix ms (default: wall clock).
 	Now func() int64
+	// Claims tunes the uniqueness claims (claims.go).
+	Claims ClaimsConfig
 }
 
 var nodeIDRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`)
@@ -108,6 +110,7 @@ func (c *Config) validate() error {
 	if c.Now == nil {
 		c.Now = func() int64 { return time.Now().UnixMilli() }
 	}
+	c.Claims.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -36,6 +36,7 @@ type Node struct {
 	keys     *keystore.Store
 	writer   *writer.Writer
 	proj     *projector.Projector
+	claims   *nodeClaims // nil without a claims region (claims.go)
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	ln       net.Listener
@@ -99,6 +100,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ZoneKeys: cfg.ZoneKeys,
 		HashKey:  cfg.HashKey,
 		Now:      cfg.Now,
+		// Uniqueness claims (claims.go); nil without a claims region.
+		Claimer:     n.claimer(),
+		ClaimWindow: cfg.Claims.Window,
 	}); err != nil {
 		return nil, fmt.Errorf("node: writer: %w", err)
 	}
@@ -119,6 +123,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.nc.Close()
 		n.ln.Close()
 		return nil, fmt.Errorf("node: jetstream: %w", err)
+	}
+	if err = n.openClaims(); err != nil {
+		n.nc.Close()
+		n.ln.Close()
+		return nil, err
 	}
 	if n.proj, err = n.newProjector(); err != nil {
 		n.nc.Close()
@@ -146,6 +155,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		defer n.wg.Done()
 		n.bootstrap(runCtx)
 	}()
+	n.startClaims(runCtx) // the claims region's reaper (claims.go)
 	if cfg.HeartbeatInterval > 0 {
 		n.wg.Add(1)
 		go func() {

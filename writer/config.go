@@ -62,6 +62,13 @@ type Config struct {
 	// Clock stamps HLCs (default: conflict.NewClock(Now)). Share it with
 	// whatever else on the node stamps events.
 	Clock *conflict.Clock
+	// Claimer, if set, makes emails and usernames globally unique
+	// (claims.go); nil when the policy has no claims region.
+	Claimer Claimer
+	// ClaimWindow bounds the time from claiming to handing the records to
+	// the log (default DefaultClaimWindow); the claims reaper must be
+	// configured with the same value.
+	ClaimWindow time.Duration
 }
 
 func (c *Config) validate() error {
@@ -103,7 +110,10 @@ func (c *Config) validate() error {
 	if c.MaxDrift == 0 {
 		c.MaxDrift = DefaultMaxDrift
 	}
-	if c.MaxEventBytes < 0 || c.MaxEvents < 0 || c.MaxRequestBytes < 0 || c.MaxDrift < 0 {
+	if c.ClaimWindow == 0 {
+		c.ClaimWindow = DefaultClaimWindow
+	}
+	if c.MaxEventBytes < 0 || c.MaxEvents < 0 || c.MaxRequestBytes < 0 || c.MaxDrift < 0 || c.ClaimWindow < 0 {
 		bad("Max*", "limits must not be negative")
 	}
 	if c.MaxRequestBytes < c.MaxEventBytes {

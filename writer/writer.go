@@ -27,6 +27,7 @@ type Writer struct {
 		appends, events, records, keysCreated   atomic.Uint64
 		invalid, tooLarge, wrongRegion, unavail atomic.Uint64
 	}
+	claimStats claimStats // claims.go
 }
 
 // Result is the acknowledgement of a durable Append.
@@ -128,6 +129,12 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 	if err := checkDuplicateIDs(events); err != nil {
 		return nil, err
 	}
+	// Uniqueness claims (claims.go): taken here, all or nothing; given back
+	// if nothing is appended; settled once the records are durable.
+	claims, cerr := w.takeClaims(ctx, preps)
+	if cerr != nil {
+		return nil, cerr
+	}
 
 	b := batch{w: w,
 		recs:  make([][]byte, 0, 2*len(preps)),
@@ -136,13 +143,19 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 	}
 	for _, p := range preps {
 		if err := b.add(p); err != nil {
+			claims.abort(ctx)
 			return nil, err
 		}
 	}
+	if err := claims.beforeAppend(ctx); err != nil {
+		return nil, err
+	}
 	first, err := w.cfg.Log.Append(ctx, b.recs...)
 	if err != nil {
+		claims.appendFailed(ctx, err)
 		return nil, logError(err)
 	}
+	claims.settle(ctx, b.ids, b.hlcs)
 	for _, k := range b.newKeys {
 		// Best effort: an unmarked key is only published once more.
 		_ = w.cfg.Keys.MarkPublished(k.identity, k.keyID)
@@ -233,6 +246,7 @@ type batch struct {
 	recs    [][]byte
 	zones   []string       // subject zone per record
 	ids     []string       // event ids per request event
+	hlcs    []uint64       // HLC stamped per request event (claims.go)
 	keys    []batchKey     // data keys used in this batch; most requests name one identity
 	keyIdx  map[string]int // index into keys, once there are many
 	newKeys []newKey       // key records in this batch, to mark published
@@ -261,6 +275,7 @@ func (b *batch) add(p *prepared) *Error {
 	if p.proposed != 0 {
 		hlc = w.cfg.Clock.Update(p.proposed)
 	}
+	b.hlcs = append(b.hlcs, uint64(hlc))
 	env := envelope{
 		eventID: id, identityID: ev.IdentityId, originRegion: w.cfg.Region, originNode: w.cfg.Node,
 		zone: p.zone, homeRegion: p.home, hlc: uint64(hlc),
