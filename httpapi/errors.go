@@ -39,7 +39,7 @@ func WriteWriterError(w http.ResponseWriter, err error) {
 		i := we.Index
 		body.Index = &i
 	}
-	if we.Code == writer.CodeUnavailable {
+	if we.Status == http.StatusServiceUnavailable { // unavailable, claims_unavailable
 		w.Header().Set("Retry-After", "1")
 	}
 	WriteError(w, body, we.Status)

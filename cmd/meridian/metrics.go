@@ -42,6 +42,9 @@ var (
 	descLagSeconds     = mDesc("replication_lag_seconds", "Age of the newest applied heartbeat of an origin (unknown: absent).", "origin")
 	descReady          = mDesc("replication_ready", "1 once the region's streams are provisioned and the shipper runs.")
 	descHeartbeatsSent = mDesc("heartbeats_sent_total", "Heartbeats appended by this node.")
+	descClaims         = mDesc("claims_total", "Uniqueness claim operations, by outcome.", "outcome")
+	descClaimLatency   = mDesc("claim_latency_seconds", "Latency of taking a claim, by quantile.", "quantile")
+	descReaped         = mDesc("claims_reaped_total", "Orphaned claims released by the reaper.")
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -84,6 +87,15 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descApplied, p.Messages)
 	counter(descQuarantined, p.Quarantined)
 	gauge(descInboxSeq, float64(p.InboxSeq))
+	if cm, ok := n.ClaimsMetrics(); ok {
+		for outcome, v := range map[string]uint64{"created": cm.Created, "refreshed": cm.Refreshed, "taken": cm.Taken,
+			"released": cm.Released, "unavailable": cm.Unavailable} {
+			counter(descClaims, v, outcome)
+		}
+		gauge(descClaimLatency, cm.ClaimLatency.P50.Seconds(), "0.5")
+		gauge(descClaimLatency, cm.ClaimLatency.P99.Seconds(), "0.99")
+		counter(descReaped, cm.Reaped)
+	}
 	for _, o := range st.Origins {
 		if o.LagEvents != nil {
 			gauge(descLagEvents, float64(*o.LagEvents), o.Region)
