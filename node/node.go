@@ -199,7 +199,7 @@ func (n *Node) bootstrap(ctx context.Context) {
 		Log:    n.log,
 		JS:     n.js,
 		Stream: n.plan.Origin.Name,
-		Route:  routeFor(n.cfg.Region),
+		Route:  Route(n.cfg.Region),
 		Logger: n.cfg.Logger.With("component", "shipper"),
 	})
 	if err == nil {

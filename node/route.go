@@ -13,7 +13,7 @@ import (
 	"github.com/meridian-id/meridian/writer"
 )
 
-// routeFor returns the shipper's Route for a region: a record's subject is
+// Route returns the shipper's Route for a region: a record's subject is
 // meridian.<region>.<zone>.<type> (key records: ...<zone>.key.<identity>)
 // and its message id the record id, so that JetStream deduplicates re-sent
 // records and never folds one part into another.
@@ -21,7 +21,7 @@ import (
 // The route runs once per shipped record, so it reads only the envelope
 // fields it needs straight off the wire instead of decoding the whole event;
 // TestRouteMatchesFullDecode checks it agrees with a full decode.
-func routeFor(regionName string) func(rec eventlog.Record) (string, string, error) {
+func Route(regionName string) func(rec eventlog.Record) (string, string, error) {
 	return func(rec eventlog.Record) (string, string, error) {
 		h, err := readRouteHeader(rec.Data)
 		if err != nil {

@@ -31,7 +31,7 @@ func TestRouteMatchesFullDecode(t *testing.T) {
 		{EventId: "e3", IdentityId: id, Zone: "eu", Part: meridianv1.Part_PART_KEY, Body: &meridianv1.Event_DataKey{DataKey: &meridianv1.DataKey{KeyId: "key-1", WrappedKey: []byte("w")}}},
 		{EventId: "e4", Part: meridianv1.Part_PART_GLOBAL, Sequence: 9, Body: &meridianv1.Event_Heartbeat{Heartbeat: &meridianv1.Heartbeat{SentAtUnixMs: 5}}},
 	}
-	route := routeFor("eu-west")
+	route := Route("eu-west")
 	for _, ev := range events {
 		b, err := proto.Marshal(ev)
 		if err != nil {
@@ -53,7 +53,7 @@ func TestRouteMatchesFullDecode(t *testing.T) {
 }
 
 func TestRouteRejects(t *testing.T) {
-	route := routeFor("eu-west")
+	route := Route("eu-west")
 	noBody, _ := proto.Marshal(&meridianv1.Event{EventId: "e", Part: meridianv1.Part_PART_GLOBAL})
 	noZone, _ := proto.Marshal(&meridianv1.Event{EventId: "e", Part: meridianv1.Part_PART_RESIDENT, Body: &meridianv1.Event_RoleGranted{RoleGranted: &meridianv1.RoleGranted{}}})
 	for name, data := range map[string][]byte{
@@ -69,7 +69,7 @@ func TestRouteRejects(t *testing.T) {
 
 func BenchmarkRoute(b *testing.B) {
 	rec, _ := proto.Marshal(&meridianv1.Event{EventId: "0193a1b2-0000-7000-8000-000000000002", IdentityId: "0193a1b2-0000-7000-8000-000000000001", Zone: "eu", Part: meridianv1.Part_PART_GLOBAL, Hlc: 1 << 40, OriginRegion: "eu-west", OriginNode: "eu-west-1", Body: &meridianv1.Event_TraitsUpdated{TraitsUpdated: &meridianv1.TraitsUpdated{Traits: &meridianv1.Traits{Locale: proto.String("en")}}}})
-	route := routeFor("eu-west")
+	route := Route("eu-west")
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, _, err := route(eventlog.Record{Seq: 1, Data: rec}); err != nil {
