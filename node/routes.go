@@ -23,6 +23,7 @@ func (n *Node) routes() (*http.ServeMux, error) {
 		mux.Handle(p, reads)
 	}
 	mux.HandleFunc("GET /v1/status", n.serveStatus)
+	n.AdminRoutes(mux)
 	mux.Handle("/", api)
 	return mux, nil
 }
