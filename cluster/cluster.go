@@ -19,8 +19,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-id/meridian/keystore"
 	"github.com/meridian-id/meridian/node"
@@ -40,6 +44,9 @@ type Config struct {
 	HTTPBasePort int
 	// HeartbeatInterval of every node (default node's default).
 	HeartbeatInterval time.Duration
+	// SourceStallAfter of every node's source watchdog (default node's
+	// default; negative disables it).
+	SourceStallAfter time.Duration
 	// Logger (default: discarded).
 	Logger *slog.Logger
 }
@@ -70,9 +77,12 @@ type Endpoint struct {
 // Regions of the development deployment, in start order.
 var Regions = []string{region.DevUSEast, region.DevEUWest, region.DevEUCentral}
 
-// Start starts the topology and a node per region and returns once every
-// node replicates (streams provisioned, shipper running).
+// Start starts the topology, provisions every region's streams, starts a
+// node per region and returns once replication is live: every node's
+// projector has applied a heartbeat sent by every region since Start began
+// (unless heartbeats are disabled). ctx bounds all of it.
 func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
+	began := time.Now().UnixMilli()
 	if cfg.Dir == "" {
 		return nil, errors.New("cluster: Config.Dir: required")
 	}
@@ -120,6 +130,9 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.secrets, err = loadOrMakeSecrets(filepath.Join(cfg.Dir, "secrets.json"), c.Policy); err != nil {
 		return nil, err
 	}
+	if err := c.provision(ctx); err != nil {
+		return nil, err
+	}
 	for i, r := range Regions {
 		addr := "127.0.0.1:0"
 		if cfg.HTTPBasePort > 0 {
@@ -135,7 +148,85 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("cluster: %w", err)
 		}
 	}
+	if cfg.HeartbeatInterval >= 0 {
+		if err := c.waitHeartbeats(ctx, began); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// provision creates or converges every region's streams before any node
+// starts, in one run: region.Provision creates all origin streams before any
+// inbox, so every inbox source finds its origin at once. (A source whose
+// origin stream does not exist yet fails with "stream not found" and NATS
+// tries again only after 10 s; nodes provisioning their own regions in
+// parallel race into that.)
+func (c *Cluster) provision(ctx context.Context) error {
+	plan, err := region.Compile(c.Policy)
+	if err != nil {
+		return fmt.Errorf("cluster: compile policy: %w", err)
+	}
+	regionJS := map[string]jetstream.JetStream{}
+	for _, r := range Regions {
+		nc, err := nats.Connect(c.Embedded.ClientURL(r), nats.Name("meridian cluster provisioning "+r))
+		if err != nil {
+			return fmt.Errorf("cluster: provision %s: connect: %w", r, err)
+		}
+		defer nc.Close()
+		if regionJS[r], err = jetstream.New(nc); err != nil {
+			return fmt.Errorf("cluster: provision %s: %w", r, err)
+		}
+	}
+	rep, err := region.Provision(ctx, plan, regionJS, region.ProvisionOptions{})
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if rep.Changed() {
+		c.cfg.Logger.Info("provisioned streams", "report", rep.String())
+	}
+	return nil
+}
+
+// waitHeartbeats waits until every node's projector has applied a heartbeat
+// sent at or after since (unix ms) from every region.
+func (c *Cluster) waitHeartbeats(ctx context.Context, since int64) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		missing := c.missingHeartbeats(since)
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: replication not live: no fresh heartbeat %s: %w", strings.Join(missing, ", "), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Cluster) missingHeartbeats(since int64) []string {
+	var missing []string
+	for _, r := range Regions {
+		n := c.Node(r)
+		if n == nil {
+			missing = append(missing, "in "+r+" (no node)")
+			continue
+		}
+		fresh := map[string]bool{}
+		for _, o := range n.Projector().Status().Origins {
+			if o.Heartbeat != nil && o.Heartbeat.SentAtUnixMs >= since {
+				fresh[o.Region] = true
+			}
+		}
+		for _, origin := range Regions {
+			if !fresh[origin] {
+				missing = append(missing, "in "+r+" from "+origin)
+			}
+		}
+	}
+	return missing
 }
 
 // StartNode starts (or restarts) the node of a region on its data dir and
@@ -154,6 +245,7 @@ func (c *Cluster) StartNode(ctx context.Context, r string) error {
 		ZoneKeys:          c.secrets.zoneKeysFor(c.Policy, r),
 		HashKey:           c.secrets.HashKey,
 		HeartbeatInterval: c.cfg.HeartbeatInterval,
+		SourceStallAfter:  c.cfg.SourceStallAfter,
 		Logger:            c.cfg.Logger.With("region", r),
 	})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 // Defaults for zero-valued Config fields.
 const (
 	DefaultHeartbeatInterval = time.Second
+	DefaultSourceStallAfter  = 10 * time.Second
 	DefaultHTTPAddr          = "127.0.0.1:0"
 )
 
@@ -56,6 +57,13 @@ type Config struct {
 	// HeartbeatInterval is how often the node appends a Heartbeat (default
 	// 1 s; negative disables heartbeats).
 	HeartbeatInterval time.Duration
+	// SourceStallAfter is how old the newest heartbeat applied from an
+	// origin may get, while that origin's JetStream domain answers, before
+	// the node re-establishes the origin's inbox sources (watchdog.go).
+	// Default 10 s, or 3 × HeartbeatInterval if that is longer; negative
+	// disables the watchdog. It must exceed HeartbeatInterval, since
+	// heartbeats are what it waits for.
+	SourceStallAfter time.Duration
 	// Logger receives the node's log lines (default: discarded).
 	Logger *slog.Logger
 	// Now is the node's physical clock in unix ms (default: wall clock).
@@ -103,6 +111,12 @@ func (c *Config) validate() error {
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.SourceStallAfter == 0 {
+		c.SourceStallAfter = max(DefaultSourceStallAfter, 3*c.HeartbeatInterval)
+	}
+	if c.SourceStallAfter > 0 && c.HeartbeatInterval > 0 && c.SourceStallAfter <= c.HeartbeatInterval {
+		bad("SourceStallAfter", "must exceed HeartbeatInterval (%s), got %s: a source is stalled only when heartbeats are overdue", c.HeartbeatInterval, c.SourceStallAfter)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

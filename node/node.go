@@ -46,6 +46,8 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	watchdog sourceWatchdog // re-establishes stalled sources (watchdog.go)
+
 	mu struct {
 		sync.Mutex
 		shipper   *eventlog.Shipper
@@ -161,6 +163,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		go func() {
 			defer n.wg.Done()
 			n.heartbeats(runCtx)
+		}()
+	}
+	if cfg.SourceStallAfter > 0 {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.watchSources(runCtx)
 		}()
 	}
 	cfg.Logger.Info("node started", "region", cfg.Region, "node", n.id, "http", n.HTTPAddr(), "nats", cfg.NATSURL)

@@ -19,6 +19,9 @@ type Status struct {
 	Log        LogStatus       `json:"log"`
 	Shipper    *ShipperStatus  `json:"shipper"`
 	Heartbeats HeartbeatStatus `json:"heartbeats"`
+	// SourceReestablished counts, per origin, how often the watchdog
+	// re-established the inbox's sources of it (watchdog.go).
+	SourceReestablished map[string]uint64 `json:"source_reestablished"`
 }
 
 // LogStatus is the local event log's range.
@@ -48,6 +51,8 @@ func (n *Node) Status() Status {
 		Status: n.proj.Status(),
 		Node:   n.id,
 		Log:    LogStatus{FirstSeq: n.log.FirstSeq(), LastSeq: n.log.LastSeq()},
+
+		SourceReestablished: n.watchdog.counts(),
 	}
 	n.mu.Lock()
 	st.Ready = n.mu.ready

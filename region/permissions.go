@@ -26,10 +26,17 @@ type SubjectPermissions struct {
 //
 //   - publish only to the region's own origin subjects, to its own domain's
 //     JetStream API (unprefixed, as seen by a client of that domain, and
-//     $JS.<domain>.API), to JetStream acks and flow-control replies, and to
-//     exactly the claims bucket in the claims domain. Not to other domains'
-//     API: with it a client could create a consumer on another region's
-//     inbox and read that zone's data through it.
+//     $JS.<domain>.API), to JetStream acks and flow-control replies, to
+//     exactly the claims bucket in the claims domain, and to the account
+//     info request of every other region's domain ($JS.<domain>.API.INFO:
+//     limits and usage, no message data), which the projector uses to tell
+//     an unreachable origin from a stalled source. Not to the rest of other
+//     domains' API: with it a client could create a consumer on another
+//     region's inbox and read that zone's data through it, or fetch another
+//     zone's resident records with STREAM.MSG.GET / DIRECT.GET, which take
+//     their subject filter in the payload where permissions cannot see it.
+//     Lag is measured from the region's own inbox instead
+//     (projector/lag.go).
 //   - subscribe to anything but the resident subjects of zones the region is
 //     not in, and the sourcing deliveries ($JS.S.>) that carry other zones'
 //     data across the hub and, with interest, through this region's server.
@@ -50,6 +57,11 @@ func compilePermissions(p *Policy, region string) Permissions {
 	if c, ok := p.ClaimsRegion(); ok {
 		cd, _ := p.Domain(c)
 		pub = append(pub, claimsPublish(cd, c == region)...)
+	}
+	for _, other := range p.Regions() {
+		if d, _ := p.Domain(other); d != r.JetStreamDomain {
+			pub = append(pub, AccountInfoSubject(d))
+		}
 	}
 	var subDeny []string
 	for _, z := range p.Zones() {
@@ -89,6 +101,11 @@ func claimsPublish(cd string, own bool) []string {
 		api + "CONSUMER.MSG.NEXT." + st + ".>",
 	}
 }
+
+// AccountInfoSubject is the JetStream account info request of a domain,
+// the only request a region's credentials may send into another domain
+// besides the claims bucket's.
+func AccountInfoSubject(domain string) string { return DomainAPIPrefix(domain) + ".INFO" }
 
 func sortedUnique(s []string) []string {
 	s = slices.Clone(s)

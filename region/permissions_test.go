@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -116,11 +117,35 @@ func TestRegionCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantPermissionError(t, errs, "subscribe", "meridian.*.eu.>")
-	// Nor reach another domain's streams through its API.
-	if err := nc.Publish("$JS.eu-west.API.CONSUMER.CREATE.inbox-eu-west", []byte("{}")); err != nil {
+	// Nor reach another domain's streams through its API: no consumers, no
+	// message gets (their subject filter is in the payload, out of sight of
+	// permissions), not even stream info.
+	for _, subj := range crossDomainDenied("eu-west") {
+		if err := nc.Publish(subj, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		wantPermissionError(t, errs, "publish", subj)
+	}
+	// Only another domain's account info (no message data) is allowed: the
+	// projector's reachability probe.
+	euJS, err := jetstream.NewWithDomain(nc, "eu-west")
+	if err != nil {
 		t.Fatal(err)
 	}
-	wantPermissionError(t, errs, "publish", "$JS.eu-west.API.CONSUMER.CREATE.inbox-eu-west")
+	provEventually(t, 10*time.Second, func() (bool, string) {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		ai, err := euJS.AccountInfo(rctx)
+		if err != nil {
+			return false, "eu-west account info: " + err.Error()
+		}
+		return ai.Domain == "eu-west", "eu-west account info names domain " + ai.Domain
+	})
+	select {
+	case err := <-errs:
+		t.Fatalf("account info of another domain: %v", err)
+	default:
+	}
 
 	// A wildcard subscription is allowed but never delivers eu resident
 	// subjects: admin publishes an eu subject, then a us one; the first
@@ -205,4 +230,102 @@ func errString(err error) string {
 		return "<nil>"
 	}
 	return err.Error()
+}
+
+// crossDomainDenied lists requests into domain d's JetStream API that no
+// other region's credentials may send.
+func crossDomainDenied(d string) []string {
+	api := DomainAPIPrefix(d) + "."
+	var out []string
+	for _, st := range []string{OriginStream(d), InboxStream(d)} {
+		out = append(out,
+			api+"STREAM.MSG.GET."+st,
+			api+"DIRECT.GET."+st,
+			api+"DIRECT.GET."+st+".meridian."+d+".eu.identity_created",
+			api+"CONSUMER.CREATE."+st,
+			api+"CONSUMER.CREATE."+st+".c1.meridian."+d+".eu.>",
+			api+"CONSUMER.DURABLE.CREATE."+st+".c1",
+			api+"CONSUMER.MSG.NEXT."+st+".c1",
+			api+"CONSUMER.INFO."+st+".c1",
+			api+"STREAM.INFO."+st,
+		)
+	}
+	return append(out, api+"STREAM.NAMES", api+"STREAM.LIST", api+"CONSUMER.LIST."+InboxStream(d))
+}
+
+// subjectMatches reports whether a NATS subject matches a permission
+// pattern ("*" one token, ">" the rest).
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
+
+func allowed(sp SubjectPermissions, subject string) bool {
+	for _, d := range sp.Deny {
+		if subjectMatches(d, subject) {
+			return false
+		}
+	}
+	if len(sp.Allow) == 0 {
+		return true
+	}
+	for _, a := range sp.Allow {
+		if subjectMatches(a, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// Across domains a region's credentials reach only the other domains'
+// account info (and the claims bucket, TestRegionCredentialsClaims): never
+// a stream's messages, consumers or info.
+func TestPermissionsCrossDomain(t *testing.T) {
+	for _, name := range []string{"dev-three-regions", "four-regions-three-zones"} {
+		t.Run(name, func(t *testing.T) {
+			plan := compileGoldenPolicy(t, name)
+			for _, rp := range plan.Regions {
+				for _, other := range plan.Regions {
+					pub := rp.Permissions.Publish
+					info := AccountInfoSubject(other.Domain)
+					if !allowed(pub, info) {
+						t.Errorf("%s may not publish %s", rp.Region, info)
+					}
+					if other.Domain == rp.Domain {
+						continue
+					}
+					for _, subj := range crossDomainDenied(other.Domain) {
+						if allowed(pub, subj) {
+							t.Errorf("%s may publish %s", rp.Region, subj)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// compileGoldenPolicy compiles the policy of testdata/compile/<name>.txt.
+func compileGoldenPolicy(t *testing.T, name string) *Plan {
+	t.Helper()
+	c := parseCompileCase(t, filepath.Join("testdata", "compile", name+".txt"))
+	p, err := LoadPolicyJSON([]byte(c.policy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := CompileWithOptions(p, c.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan
 }
