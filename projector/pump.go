@@ -57,6 +57,13 @@ func pump(ctx context.Context, cons jetstream.Consumer, size int, log *slog.Logg
 				break fill
 			}
 		}
+		// Once ctx is done the callback may drop a message and still
+		// queue later ones (its select picks at random), so a run filled
+		// after that could skip a message: never apply it. A run filled
+		// before the cancellation holds only contiguous messages.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		stop, err := apply(buf)
 		if err != nil || stop {
 			return err
