@@ -104,6 +104,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Now:      cfg.Now,
 		// Uniqueness claims (claims.go); nil without a claims region.
 		Claimer:     n.claimer(),
+		Tombstones:  tombstones{n},
 		ClaimWindow: cfg.Claims.Window,
 	}); err != nil {
 		return nil, fmt.Errorf("node: writer: %w", err)

@@ -701,7 +701,8 @@ type regionWriter struct {
 	mu struct {
 		sync.Mutex
 		acked    []string // acknowledged event ids
-		requests int      // acknowledged requests
+		requests int      // answered requests (acknowledged or refused)
+		refused  int      // requests refused as writes to an erased identity
 		failures int      // failed attempts (node down)
 		lastErr  error
 	}
@@ -725,6 +726,16 @@ func (w *regionWriter) append(ctx context.Context, events ...*meridianv1.Event) 
 			return nil
 		}
 		var apiErr *client.APIError
+		if errors.As(err, &apiErr) && apiErr.Code == writer.CodeErased {
+			// The region already holds the identity's tombstone: a write
+			// racing an erasure is refused, never applied. It is an answer,
+			// not a failure; its events were not appended anywhere.
+			w.mu.Lock()
+			w.mu.refused++
+			w.mu.requests++
+			w.mu.Unlock()
+			return nil
+		}
 		if errors.As(err, &apiErr) && !apiErr.Temporary() {
 			return fmt.Errorf("%s: %w", w.region, err)
 		}

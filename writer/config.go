@@ -59,6 +59,9 @@ type Config struct {
 	// Now returns the node's clock in unix milliseconds, for the drift check
 	// and heartbeats (default: the wall clock).
 	Now func() int64
+	// Tombstones, if set, refuses events of identities this region knows
+	// to be erased (410 identity_erased); see tombstone.go.
+	Tombstones Tombstones
 	// Clock stamps HLCs (default: conflict.NewClock(Now)). Share it with
 	// whatever else on the node stamps events.
 	Clock *conflict.Clock

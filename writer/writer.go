@@ -129,6 +129,9 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 	if err := checkDuplicateIDs(events); err != nil {
 		return nil, err
 	}
+	if err := w.checkErased(ctx, preps); err != nil {
+		return nil, err
+	}
 	// Uniqueness claims (claims.go): taken here, all or nothing; given back
 	// if nothing is appended; settled once the records are durable.
 	claims, cerr := w.takeClaims(ctx, preps)
