@@ -528,12 +528,11 @@ func TestClaimsCutOff(t *testing.T) {
 				return m.Blackholed > 0 || n > 0, fmt.Sprintf("link %+v, %d leaf connections", m, n)
 			})
 			if n := c.Embedded.Server(usEast).NumLeafNodes(); n > 0 {
-				// See TestPartition: the hub advertises its leafnode URL, the
-				// region's leaf remote learns it and redials the hub directly,
-				// around the link proxy (region/embedded.go hubOptions needs
-				// LeafNode.NoAdvertise). The claims region is then reachable,
-				// so this case cannot test anything.
-				t.Skipf("the cut does not hold: us-east reconnected to the hub around its link proxy (%d leaf connections, link %+v); "+
+				// The hub must not advertise its leafnode URL
+				// (region/embedded.go hubOptions sets LeafNode.NoAdvertise):
+				// otherwise the region's leaf remote redials the hub directly,
+				// around the link proxy, and the cut tests nothing.
+				t.Fatalf("the cut does not hold: us-east reconnected to the hub around its link proxy (%d leaf connections, link %+v); "+
 					"region/embedded.go hubOptions must set LeafNode.NoAdvertise", n, link.Metrics())
 			}
 		},
