@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/sstable"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
@@ -197,7 +194,7 @@ func opsScan(t *testing.T, c interface{ NodeDir(string) string }) opsFiles {
 		}
 		out[path] = b
 		if strings.HasSuffix(path, ".sst") {
-			if dec, err := opsSSTRecords(path); err == nil {
+			if dec, err := sstRecords(path); err == nil {
 				out[path+"#decoded"] = dec
 			} else if !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("decode %s: %w", path, err)
@@ -223,36 +220,3 @@ func (f opsFiles) find(needle []byte) []string {
 }
 
 func (f opsFiles) has(needle []byte) bool { return len(f.find(needle)) > 0 }
-
-// opsSSTRecords returns every point record (all versions) of an SST.
-func opsSSTRecords(path string) ([]byte, error) {
-	file, err := vfs.Default.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	readable, err := sstable.NewSimpleReadable(file)
-	if err != nil {
-		file.Close()
-		return nil, err
-	}
-	r, err := sstable.NewReader(context.Background(), readable, sstable.ReaderOptions{})
-	if err != nil {
-		readable.Close()
-		return nil, err
-	}
-	defer r.Close()
-	it, err := r.NewIter(sstable.NoTransforms, nil, nil, sstable.AssertNoBlobHandles)
-	if err != nil {
-		return nil, err
-	}
-	var out []byte
-	for kv := it.First(); kv != nil; kv = it.Next() {
-		v, _, err := kv.Value(nil)
-		if err != nil {
-			it.Close()
-			return nil, err
-		}
-		out = append(append(append(out, kv.K.UserKey...), 0), v...)
-	}
-	return out, it.Close()
-}
