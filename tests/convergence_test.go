@@ -107,6 +107,16 @@ func TestConvergence(t *testing.T) {
 			continue
 		}
 		base := globalPart(v[usEast].Identity)
+		// Both equal to the reference fold of every logged part.
+		if d := diff(globalPart(referenceView(t, logs, id.id, nil)), base); d != "" {
+			t.Errorf("identity %s: us-east's GLOBAL data differs from the reference fold:\n%s", id.id, d)
+		}
+		if id.zone == "eu" {
+			ref := responseView(referenceView(t, logs, id.id, c.Node(euWest).Keys()))
+			if d := diff(ref, v[euWest].Identity); d != "" {
+				t.Errorf("identity %s: eu-west's identity differs from the reference fold:\n%s", id.id, d)
+			}
+		}
 		for _, r := range []string{euWest, euCentral} {
 			if d := diff(base, globalPart(v[r].Identity)); d != "" {
 				t.Errorf("identity %s (zone %s): GLOBAL data of us-east and %s differ:\n%s", id.id, id.zone, r, d)
