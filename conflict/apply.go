@@ -1,8 +1,10 @@
 package conflict
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
+	"sync"
 
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -26,86 +28,155 @@ func (m *Merger) Apply(s *meridianv1.IdentityState, ev *meridianv1.Event) (*meri
 	if ev == nil {
 		return nil, eventErr("event", "required")
 	}
-	return m.apply(s, ev.ProtoReflect())
+	out, _, err := m.applyMsg(s, ev.ProtoReflect(), ev, false)
+	return out, err
+}
+
+// ApplyInPlace is Apply for a state its caller owns outright, such as one
+// it decoded or cloned and shares with nobody: it changes s itself where
+// Apply would copy what it changes, which saves the copies and their
+// garbage over a run of events on one state. It modifies s's lists and the
+// lists of the set and counter states in them, and replaces (never
+// modifies) registers, set elements and stamps, which states may share.
+// It returns the new state: s itself, a new state when s is nil, or a
+// tombstone when s is or becomes erased (s is then left as it was). On
+// error s is unchanged. The result equals Apply's, and Effect says what
+// changed.
+func (m *Merger) ApplyInPlace(s *meridianv1.IdentityState, ev *meridianv1.Event) (*meridianv1.IdentityState, Effect, error) {
+	if ev == nil {
+		return nil, Effect{}, eventErr("event", "required")
+	}
+	return m.applyMsg(s, ev.ProtoReflect(), ev, true)
+}
+
+// Effect is what ApplyInPlace did to the state.
+type Effect struct {
+	// Changed is false when the event left the state as it was (a
+	// redelivery, a write older than what the state holds, any event on
+	// an erased identity but an earlier erasure).
+	Changed bool
+	// Removed reports that a set element's remove stamp moved: payloads
+	// that other states hold for the element (the RESIDENT state's) may be
+	// dead now, see Prune.
+	Removed bool
+	// Erased reports that the identity became erased by this event.
+	Erased bool
 }
 
 func (m *Merger) apply(s *meridianv1.IdentityState, ev protoreflect.Message) (*meridianv1.IdentityState, error) {
+	out, _, err := m.applyMsg(s, ev, nil, false)
+	return out, err
+}
+
+// applyMsg applies ev; typed is ev when it is a *meridianv1.Event, whose
+// envelope is then read without reflection.
+func (m *Merger) applyMsg(s *meridianv1.IdentityState, ev protoreflect.Message, typed *meridianv1.Event, inPlace bool) (*meridianv1.IdentityState, Effect, error) {
 	which := ev.WhichOneof(m.env.body)
 	if which == nil {
 		if len(ev.GetUnknown()) > 0 {
-			return nil, eventErr("body", "unknown event type (a field this schema does not know; is the writer newer?)")
+			return nil, Effect{}, eventErr("body", "unknown event type (a field this schema does not know; is the writer newer?)")
 		}
-		return nil, eventErr("body", "required: exactly one event type must be set")
+		return nil, Effect{}, eventErr("body", "required: exactly one event type must be set")
 	}
-	plan := m.bodies[which.Number()]
+	plan := m.body(which.Number())
 	if len(plan.fields) == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNotIdentityEvent, which.Name())
+		return nil, Effect{}, fmt.Errorf("%w: %s", ErrNotIdentityEvent, which.Name())
 	}
-	str := func(fd protoreflect.FieldDescriptor) string { return ev.Get(fd).String() }
-	id, eventID, node := str(m.env.identityID), str(m.env.eventID), str(m.env.node)
-	hlc, seq := ev.Get(m.env.hlc).Uint(), ev.Get(m.env.sequence).Uint()
-	part := meridianv1.Part(ev.Get(m.env.part).Enum())
+	var id, eventID, node string
+	var hlc, seq uint64
+	var part meridianv1.Part
+	if typed != nil && m.typed {
+		id, eventID, node = typed.GetIdentityId(), typed.GetEventId(), typed.GetOriginNode()
+		hlc, seq, part = typed.GetHlc(), typed.GetSequence(), typed.GetPart()
+	} else {
+		str := func(fd protoreflect.FieldDescriptor) string { return ev.Get(fd).String() }
+		id, eventID, node = str(m.env.identityID), str(m.env.eventID), str(m.env.node)
+		hlc, seq = ev.Get(m.env.hlc).Uint(), ev.Get(m.env.sequence).Uint()
+		part = meridianv1.Part(ev.Get(m.env.part).Enum())
+	}
 	switch {
 	case id == "":
-		return nil, eventErr("identity_id", "required")
+		return nil, Effect{}, eventErr("identity_id", "required")
 	case eventID == "":
-		return nil, eventErr("event_id", "required (it orders concurrent writes and identifies the event)")
+		return nil, Effect{}, eventErr("event_id", "required (it orders concurrent writes and identifies the event)")
 	case node == "":
-		return nil, eventErr("origin_node", "required (it orders concurrent writes)")
+		return nil, Effect{}, eventErr("origin_node", "required (it orders concurrent writes)")
 	case hlc == 0:
-		return nil, eventErr("hlc", "required: the writer stamps every event with its hybrid logical clock")
+		return nil, Effect{}, eventErr("hlc", "required: the writer stamps every event with its hybrid logical clock")
 	case part != meridianv1.Part_PART_UNSPECIFIED && part != meridianv1.Part_PART_GLOBAL && part != meridianv1.Part_PART_RESIDENT:
-		return nil, eventErr("part", "%v is not a part of an identity event", part)
+		return nil, Effect{}, eventErr("part", "%v is not a part of an identity event", part)
 	case s != nil && s.GetIdentityId() != "" && s.GetIdentityId() != id:
-		return nil, eventErr("identity_id", "event for %s applied to the state of %s", id, s.GetIdentityId())
+		return nil, Effect{}, eventErr("identity_id", "event for %s applied to the state of %s", id, s.GetIdentityId())
 	}
 	body := ev.Get(which).Message()
-	if part != meridianv1.Part_PART_UNSPECIFIED {
+	if part != meridianv1.Part_PART_UNSPECIFIED && !residencyOK(body, plan.res, part) {
 		if err := m.checkResidency(body, part, string(which.Name())); err != nil {
-			return nil, err
+			return nil, Effect{}, err
 		}
 	}
 
-	a := &applier{m: m, out: shallowState(s), stamp: Stamp{HLC: Timestamp(hlc), Node: node, EventID: eventID}, seq: seq}
-	a.out.IdentityId = id
-	erase := false
-	for _, f := range plan.fields {
-		path := string(which.Name()) + "." + string(f.fd.Name())
+	// First every write the event makes, validated and encoded, so that an
+	// error leaves the state untouched even in place; then the writes.
+	a := applier{m: m, stamp: Stamp{HLC: Timestamp(hlc), Node: node, EventID: eventID}, seq: seq, inPlace: inPlace}
+	sc := scratchPool.Get().(*scratch)
+	defer sc.put()
+	a.regs, a.elems, a.incs = sc.regs[:0], sc.elems[:0], sc.incs[:0]
+	defer func() { sc.regs, sc.elems, sc.incs = a.regs, a.elems, a.incs }()
+	for i := range plan.fields {
+		f := &plan.fields[i]
 		fires := part == meridianv1.Part_PART_UNSPECIFIED ||
 			(part == meridianv1.Part_PART_GLOBAL) == (f.residency == meridianv1.Residency_RESIDENCY_GLOBAL)
 		var err error
 		switch f.op {
 		case meridianv1.Op_OP_SET:
-			if body.Has(f.fd) {
-				err = a.set(f.target.reg, string(f.target.fd.Name()), []protoreflect.FieldDescriptor{f.target.fd}, body.Get(f.fd))
+			if v, ok := get(body, f.fd); ok {
+				err = a.set(f.target.reg, v)
 			}
 		case meridianv1.Op_OP_ADD, meridianv1.Op_OP_REMOVE:
-			err = a.setOp(f, body, path)
+			err = a.setOp(f, body)
 		case meridianv1.Op_OP_INCREMENT:
 			if fires {
-				err = a.increment(f.target, path)
+				if seq == 0 {
+					err = eventErr("sequence", "required for %s (OP_INCREMENT counts each event once by its origin's log sequence)", f.path)
+				}
+				a.incs = append(a.incs, f.target)
 			}
 		case meridianv1.Op_OP_ERASE:
-			erase = erase || fires
+			a.erase = a.erase || fires
 		}
 		if err != nil {
-			return nil, err
+			return nil, Effect{}, err
 		}
 	}
 
 	// Erasure wins over everything: the state is the tombstone alone, and an
 	// erased state ignores whatever comes later (it was validated above, so
 	// bad input still gets its error).
-	switch prev := stampFromPB(s.GetErased()); {
-	case s.GetErased() != nil && erase && a.stamp.Compare(prev) < 0:
-		return tombstoneState(id, a.stamp), nil
-	case s.GetErased() != nil:
-		return tombstoneState(id, prev), nil
-	case erase:
-		return tombstoneState(id, a.stamp), nil
+	if prev := s.GetErased(); prev != nil {
+		if ps := stampFromPB(prev); !a.erase || a.stamp.Compare(ps) >= 0 {
+			return tombstoneState(id, ps), Effect{}, nil
+		}
+		return tombstoneState(id, a.stamp), Effect{Changed: true}, nil
 	}
-	a.out.UpdatedHlc = max(a.out.UpdatedHlc, hlc)
-	return a.out, nil
+	if a.erase {
+		return tombstoneState(id, a.stamp), Effect{Changed: true, Erased: true}, nil
+	}
+	switch {
+	case !inPlace:
+		a.out = shallowState(s)
+	case s == nil:
+		a.out = &meridianv1.IdentityState{}
+	default:
+		a.out = s
+	}
+	if a.out.IdentityId == "" { // otherwise it is id (checked above)
+		a.out.IdentityId, a.eff.Changed = id, true
+	}
+	a.write()
+	if hlc > a.out.UpdatedHlc {
+		a.out.UpdatedHlc, a.eff.Changed = hlc, true
+	}
+	return a.out, a.eff, nil
 }
 
 // checkResidency refuses a part that holds fields of the other class: the
@@ -146,180 +217,353 @@ func (m *Merger) checkResidency(msg protoreflect.Message, part meridianv1.Part, 
 	return nil
 }
 
-// applier applies one event part to a private copy of the state.
+// applier applies one event part: set, setOp and the increments collect
+// the writes, write makes them.
 type applier struct {
 	m     *Merger
-	out   *meridianv1.IdentityState
 	stamp Stamp
+	pb    *meridianv1.Stamp // stamp as stored, shared by every write of the event
 	seq   uint64
+	erase bool
+	regs  []regWrite
+	elems []elemWrite
+	incs  []*target
+
+	out     *meridianv1.IdentityState
+	inPlace bool // out is the caller's: change it; otherwise copy on write
+	own     owned
+	eff     Effect
 }
 
-// set writes v into the registers of r at path: one register for a scalar
-// or atomic message, one per key for a map, and field by field (present
-// fields only) for a container.
-func (a *applier) set(r *regField, path string, chain []protoreflect.FieldDescriptor, v protoreflect.Value) error {
+// get returns a field's value and whether it is set, with one reflective
+// access for singular message fields (whose Has and Get both reflect): an
+// unset one reads as an invalid, empty message.
+func get(msg protoreflect.Message, fd protoreflect.FieldDescriptor) (protoreflect.Value, bool) {
+	if fd.Message() != nil && !fd.IsList() && !fd.IsMap() {
+		v := msg.Get(fd)
+		return v, v.Message().IsValid()
+	}
+	if !msg.Has(fd) {
+		return protoreflect.Value{}, false
+	}
+	return msg.Get(fd), true
+}
+
+// scratch keeps the write lists of an apply for the next one: they are
+// needed for every event and garbage right after it.
+type scratch struct {
+	regs  []regWrite
+	elems []elemWrite
+	incs  []*target
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// put clears what the lists point to (encoded values that states keep)
+// and returns sc to the pool.
+func (sc *scratch) put() {
+	clear(sc.regs)
+	clear(sc.elems)
+	clear(sc.incs)
+	scratchPool.Put(sc)
+}
+
+type regWrite struct {
+	r    *regField
+	path string
+	enc  []byte
+}
+
+type elemWrite struct {
+	t       *target
+	key     []byte
+	remove  bool
+	payload []byte
+}
+
+// owned is what a copying apply has copied into out already, and may change.
+type owned struct {
+	regs, maxRegs, sets bool
+	setStates           []*meridianv1.SetState
+}
+
+// set collects the registers v writes at r: one for a scalar or atomic
+// message, one per key for a map, and field by field (present fields only)
+// for a container.
+func (a *applier) set(r *regField, v protoreflect.Value) error {
 	switch {
 	case r.container != nil:
 		msg := v.Message()
 		for _, c := range r.container {
-			if !msg.Has(c.fd) {
-				continue
-			}
-			sub := append(slices.Clip(chain), c.fd)
-			if err := a.set(c, path+"."+string(c.fd.Name()), sub, msg.Get(c.fd)); err != nil {
-				return err
+			if cv, ok := get(msg, c.fd); ok {
+				if err := a.set(c, cv); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	case r.fd.IsMap():
-		var err error
-		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-			var enc []byte
-			if enc, err = a.m.encodeRegister(chain, k, mv); err == nil {
-				a.putRegister(&a.out.Registers, path+"."+k.String(), enc, registerLess)
-			}
-			return err == nil
-		})
+		regs, err := a.m.mapRegisters(r, v.Map(), a.regs)
+		a.regs = regs
 		return err
 	}
-	enc, err := a.m.encodeRegister(chain, protoreflect.MapKey{}, v)
+	enc, err := a.m.appendRegister(r, protoreflect.MapKey{}, v)
 	if err != nil {
 		return err
 	}
-	if r.rule == meridianv1.MergeRule_MERGE_RULE_MAX {
-		a.putRegister(&a.out.MaxRegisters, path, enc, func(x, y *meridianv1.Register) bool { return a.m.maxLess(path, x, y) })
-		return nil
-	}
-	a.putRegister(&a.out.Registers, path, enc, registerLess)
+	a.regs = append(a.regs, regWrite{r: r, path: r.path, enc: enc})
 	return nil
 }
 
-// putRegister stores the write at path in *regs if it beats what is there.
-func (a *applier) putRegister(regs *[]*meridianv1.Register, path string, enc []byte, less func(x, y *meridianv1.Register) bool) {
-	reg := &meridianv1.Register{Path: path, Stamp: stampToPB(a.stamp), Value: enc}
-	if i, ok := findByKey(*regs, path, (*meridianv1.Register).GetPath); ok && !less((*regs)[i], reg) {
+// mapRegisters appends the registers of a map's entries to regs.
+func (m *Merger) mapRegisters(r *regField, mp protoreflect.Map, regs []regWrite) ([]regWrite, error) {
+	var err error
+	mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+		var enc []byte
+		if enc, err = m.appendRegister(r, k, mv); err == nil {
+			regs = append(regs, regWrite{r: r, path: r.path + "." + k.String(), enc: enc})
+		}
+		return err == nil
+	})
+	return regs, err
+}
+
+// setOp collects the element writes of OP_ADD and OP_REMOVE on a set.
+func (a *applier) setOp(f *bodyField, body protoreflect.Message) error {
+	v, ok := get(body, f.fd)
+	if !ok {
+		return nil
+	}
+	if !f.fd.IsList() {
+		return a.element(f, v, -1)
+	}
+	l := v.List()
+	for i := range l.Len() {
+		if err := a.element(f, l.Get(i), i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// element collects one element write; i is its index in a repeated field
+// (-1 for a singular one), for errors.
+func (a *applier) element(f *bodyField, v protoreflect.Value, i int) error {
+	t := f.target
+	path := func() string {
+		if i < 0 {
+			return f.path
+		}
+		return fmt.Sprintf("%s[%d]", f.path, i)
+	}
+	var key, payload []byte
+	switch {
+	case f.op == meridianv1.Op_OP_ADD && t.keyField != nil:
+		elem := v.Message()
+		if !elem.Has(t.keyField) {
+			return eventErr(path()+"."+string(t.keyField.Name()), "required: the (key) field identifies the element of %q", t.fd.Name())
+		}
+		key = encodeKey(t.keyField.Kind(), elem.Get(t.keyField))
+		var err error
+		if payload, err = marshalOpts.Marshal(elem.Interface()); err != nil {
+			return eventErr(path(), "cannot encode the element: %v", err)
+		}
+	default:
+		if isZeroScalar(f.fd.Kind(), v) {
+			return eventErr(path(), "an element of %q cannot be the empty value", t.fd.Name())
+		}
+		key = encodeKey(f.fd.Kind(), v)
+	}
+	a.elems = append(a.elems, elemWrite{t: t, key: key, remove: f.op == meridianv1.Op_OP_REMOVE, payload: payload})
+	return nil
+}
+
+// write makes the collected writes in a.out.
+func (a *applier) write() {
+	for _, w := range a.regs {
+		a.putRegister(w)
+	}
+	for _, w := range a.elems {
+		a.updateElement(w)
+	}
+	for _, t := range a.incs {
+		a.increment(t)
+	}
+}
+
+func (a *applier) stampPB() *meridianv1.Stamp {
+	if a.pb == nil {
+		a.pb = stampToPB(a.stamp)
+	}
+	return a.pb
+}
+
+// putRegister stores the write if it beats the register at its path.
+func (a *applier) putRegister(w regWrite) {
+	regs, own := &a.out.Registers, &a.own.regs
+	isMax := w.r.rule == meridianv1.MergeRule_MERGE_RULE_MAX
+	if isMax {
+		regs, own = &a.out.MaxRegisters, &a.own.maxRegs
+	}
+	var reg *meridianv1.Register
+	if a.pb == nil {
+		// The event's stamp and its first register in one allocation.
+		rs := &regStamp{stamp: meridianv1.Stamp{Hlc: uint64(a.stamp.HLC), Node: a.stamp.Node, EventId: a.stamp.EventID}}
+		a.pb, reg = &rs.stamp, &rs.reg
+	} else {
+		reg = new(meridianv1.Register)
+	}
+	reg.Path, reg.Stamp, reg.Value = w.path, a.pb, w.enc
+	i, found := findRegister(*regs, w.path)
+	if found {
+		old := (*regs)[i]
+		if isMax && !a.m.maxLessAt(w.r.chain, old, reg) || !isMax && !registerLess(old, reg) {
+			return
+		}
+	}
+	if !a.inPlace && !*own {
+		*regs, *own = append(make([]*meridianv1.Register, 0, len(*regs)+1), *regs...), true
+	}
+	if found {
+		(*regs)[i] = reg
+	} else {
+		*regs = slices.Insert(*regs, i, reg)
+	}
+	a.eff.Changed = true
+}
+
+// regStamp is a register and the stamp it (and the event's other writes)
+// points to.
+type regStamp struct {
+	reg   meridianv1.Register
+	stamp meridianv1.Stamp
+}
+
+// updateElement applies an add or a remove to the element of its set.
+func (a *applier) updateElement(w elemWrite) {
+	t := w.t
+	si, setFound := findSet(a.out.Sets, t.name)
+	var set *meridianv1.SetState
+	if setFound {
+		set = a.out.Sets[si]
+	}
+	elems := set.GetElements()
+	i, found := findElement(elems, w.key)
+	var old AWElement[[]byte]
+	var oldPB *meridianv1.SetElement
+	if found {
+		oldPB = elems[i]
+		old = elementFromPB(oldPB)
+	}
+	var e AWElement[[]byte]
+	if w.remove {
+		e = old.Remove(a.stamp)
+	} else {
+		e = old.Add(a.stamp, w.payload, t.join)
+	}
+	if found && e.Added == old.Added && e.Removed == old.Removed && bytes.Equal(e.Payload, old.Payload) {
 		return
 	}
-	*regs = putSorted(*regs, reg, (*meridianv1.Register).GetPath)
-}
-
-// setOp applies OP_ADD and OP_REMOVE to a set target.
-func (a *applier) setOp(f bodyField, body protoreflect.Message, path string) error {
-	if !body.Has(f.fd) {
-		return nil
+	if !e.Removed.IsZero() && e.Removed != old.Removed {
+		a.eff.Removed = true
 	}
-	var vals []protoreflect.Value
-	if f.fd.IsList() {
-		l := body.Get(f.fd).List()
-		for i := range l.Len() {
-			vals = append(vals, l.Get(i))
-		}
+	a.eff.Changed = true
+	pb := &meridianv1.SetElement{
+		Key:     w.key,
+		Added:   a.reuseStamp(e.Added, old.Added, oldPB.GetAdded()),
+		Value:   e.Payload,
+		Removed: a.reuseStamp(e.Removed, old.Removed, oldPB.GetRemoved()),
+	}
+	if !a.inPlace && !a.own.sets {
+		a.out.Sets, a.own.sets = append(make([]*meridianv1.SetState, 0, len(a.out.Sets)+1), a.out.Sets...), true
+	}
+	switch {
+	case !setFound:
+		set = &meridianv1.SetState{Name: t.name, Elements: []*meridianv1.SetElement{pb}}
+		a.out.Sets = slices.Insert(a.out.Sets, si, set)
+		a.own.setStates = append(a.own.setStates, set)
+		return
+	case !a.inPlace && !slices.Contains(a.own.setStates, set):
+		set = &meridianv1.SetState{Name: t.name, Elements: append(make([]*meridianv1.SetElement, 0, len(elems)+1), elems...)}
+		a.out.Sets[si] = set
+		a.own.setStates = append(a.own.setStates, set)
+	}
+	if found {
+		set.Elements[i] = pb
 	} else {
-		vals = append(vals, body.Get(f.fd))
+		set.Elements = slices.Insert(set.Elements, i, pb)
 	}
-	t := f.target
-	for i, v := range vals {
-		p := path
-		if f.fd.IsList() {
-			p = fmt.Sprintf("%s[%d]", path, i)
-		}
-		var key, payload []byte
-		switch {
-		case f.op == meridianv1.Op_OP_ADD && t.keyField != nil:
-			elem := v.Message()
-			if !elem.Has(t.keyField) {
-				return eventErr(p+"."+string(t.keyField.Name()), "required: the (key) field identifies the element of %q", t.fd.Name())
-			}
-			key = encodeKey(t.keyField.Kind(), elem.Get(t.keyField))
-			var err error
-			if payload, err = marshalOpts.Marshal(elem.Interface()); err != nil {
-				return eventErr(p, "cannot encode the element: %v", err)
-			}
-		default:
-			if isZeroScalar(v) {
-				return eventErr(p, "an element of %q cannot be the empty value", t.fd.Name())
-			}
-			key = encodeKey(f.fd.Kind(), v)
-		}
-		a.updateElement(t, key, func(e AWElement[[]byte]) AWElement[[]byte] {
-			if f.op == meridianv1.Op_OP_REMOVE {
-				return e.Remove(a.stamp)
-			}
-			return e.Add(a.stamp, payload, a.m.joinFor(t))
-		})
-	}
-	return nil
 }
 
-func (a *applier) updateElement(t *target, key []byte, f func(AWElement[[]byte]) AWElement[[]byte]) {
-	name := string(t.fd.Name())
-	var elems []*meridianv1.SetElement
-	if i, ok := findByKey(a.out.Sets, name, (*meridianv1.SetState).GetName); ok {
-		elems = a.out.Sets[i].GetElements()
+// reuseStamp returns s as stored, reusing the event's stamp or the old
+// element's rather than allocating.
+func (a *applier) reuseStamp(s, old Stamp, oldPB *meridianv1.Stamp) *meridianv1.Stamp {
+	switch {
+	case s.IsZero():
+		return nil
+	case s == a.stamp:
+		return a.stampPB()
+	case s == old && oldPB != nil:
+		return oldPB
 	}
-	i, found := findElement(elems, key)
-	var e AWElement[[]byte]
-	if found {
-		e = elementFromPB(elems[i])
-	}
-	// Copy on write: a new list, elements replaced, never changed.
-	pb := elementToPB(key, f(e))
-	out := make([]*meridianv1.SetElement, 0, len(elems)+1)
-	out = append(append(out, elems[:i]...), pb)
-	if found {
-		i++
-	}
-	out = append(out, elems[i:]...)
-	a.out.Sets = putSorted(a.out.Sets, &meridianv1.SetState{Name: name, Elements: out}, (*meridianv1.SetState).GetName)
+	return stampToPB(s)
 }
 
 // increment counts this event once in its origin's share. The share is the
 // set of the origin's log sequences, so redelivery never counts twice.
-func (a *applier) increment(t *target, path string) error {
-	if a.seq == 0 {
-		return eventErr("sequence", "required for %s (OP_INCREMENT counts each event once by its origin's log sequence)", path)
+func (a *applier) increment(t *target) {
+	ci, cFound := findCounter(a.out.Counters, t.name)
+	var cs *meridianv1.CounterState
+	if cFound {
+		cs = a.out.Counters[ci]
 	}
-	name := string(t.fd.Name())
-	var shares []*meridianv1.CounterShare
-	if i, ok := findByKey(a.out.Counters, name, (*meridianv1.CounterState).GetName); ok {
-		shares = a.out.Counters[i].GetShares()
+	shares := cs.GetShares()
+	hi, hFound := findShare(shares, a.stamp.Node)
+	var sh *meridianv1.CounterShare
+	if hFound {
+		sh = shares[hi]
 	}
-	var seqs []uint64
-	if i, ok := findByKey(shares, a.stamp.Node, (*meridianv1.CounterShare).GetNode); ok {
-		seqs = shares[i].GetSequences()
-	}
+	seqs := sh.GetSequences()
 	j, counted := slices.BinarySearch(seqs, a.seq)
 	if counted {
-		return nil
+		return
 	}
-	sh := &meridianv1.CounterShare{Node: a.stamp.Node, Sequences: slices.Insert(slices.Clip(seqs), j, a.seq)}
-	shares = putSorted(shares, sh, (*meridianv1.CounterShare).GetNode)
-	a.out.Counters = putSorted(a.out.Counters, &meridianv1.CounterState{Name: name, Shares: shares}, (*meridianv1.CounterState).GetName)
-	return nil
+	a.eff.Changed = true
+	if a.inPlace {
+		switch {
+		case sh != nil:
+			sh.Sequences = slices.Insert(sh.Sequences, j, a.seq)
+		case cs != nil:
+			cs.Shares = slices.Insert(cs.Shares, hi, &meridianv1.CounterShare{Node: a.stamp.Node, Sequences: []uint64{a.seq}})
+		default:
+			a.out.Counters = slices.Insert(a.out.Counters, ci, &meridianv1.CounterState{Name: t.name,
+				Shares: []*meridianv1.CounterShare{{Node: a.stamp.Node, Sequences: []uint64{a.seq}}}})
+		}
+		return
+	}
+	nsh := &meridianv1.CounterShare{Node: a.stamp.Node, Sequences: slices.Insert(slices.Clip(seqs), j, a.seq)}
+	shares = putSorted(shares, nsh, (*meridianv1.CounterShare).GetNode)
+	a.out.Counters = putSorted(a.out.Counters, &meridianv1.CounterState{Name: t.name, Shares: shares}, (*meridianv1.CounterState).GetName)
 }
 
-func isZeroScalar(v protoreflect.Value) bool {
-	switch x := v.Interface().(type) {
-	case string:
-		return x == ""
-	case []byte:
-		return len(x) == 0
-	case bool:
-		return !x
-	case protoreflect.EnumNumber:
-		return x == 0
-	case int32:
-		return x == 0
-	case int64:
-		return x == 0
-	case uint32:
-		return x == 0
-	case uint64:
-		return x == 0
-	case float32:
-		return x == 0
-	case float64:
-		return x == 0
+// isZeroScalar reports whether an element value is its kind's zero.
+func isZeroScalar(kind protoreflect.Kind, v protoreflect.Value) bool {
+	switch kind {
+	case protoreflect.StringKind:
+		return v.String() == ""
+	case protoreflect.BytesKind:
+		return len(v.Bytes()) == 0
+	case protoreflect.BoolKind:
+		return !v.Bool()
+	case protoreflect.EnumKind:
+		return v.Enum() == 0
+	case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind,
+		protoreflect.Sfixed32Kind, protoreflect.Sfixed64Kind:
+		return v.Int() == 0
+	case protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind:
+		return v.Uint() == 0
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
+		return v.Float() == 0
 	}
 	return false
 }

@@ -1,6 +1,7 @@
 package conflict
 
 import (
+	"fmt"
 	"math/rand"
 	"testing"
 
@@ -26,6 +27,59 @@ func BenchmarkApply(b *testing.B) {
 			b.Fatal(err)
 		}
 		states[p.GetIdentityId()] = s
+	}
+}
+
+// BenchmarkApplyInPlace is BenchmarkApply with ApplyInPlace, as the
+// projector applies a batch to the states it owns.
+func BenchmarkApplyInPlace(b *testing.B) {
+	m := newTestMerger(b)
+	r := rand.New(rand.NewSource(1))
+	evs := withoutErasure(genEvents(r, 2000))
+	ps := parts(m, evs)
+	states := map[string]*meridianv1.IdentityState{}
+	i := 0
+	for b.Loop() {
+		p := ps[i%len(ps)]
+		i++
+		s, _, err := m.ApplyInPlace(states[p.GetIdentityId()], p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		states[p.GetIdentityId()] = s
+	}
+}
+
+// BenchmarkApplyTraitsUpdates applies, in place, what meridian bench's
+// replay applies: the GLOBAL and the RESIDENT part of trait updates (a long
+// locale, a long name) to 1500 identities in turn.
+func BenchmarkApplyTraitsUpdates(b *testing.B) {
+	m := newTestMerger(b)
+	const ids = 1500
+	states := make([]*meridianv1.IdentityState, ids)
+	var evs []*meridianv1.Event
+	for i := range 20 {
+		for j := range ids {
+			g := &meridianv1.Event{
+				EventId: fmt.Sprintf("0193a6c2-0000-7000-8001-%012d", i*ids+j), IdentityId: fmt.Sprintf("0193a6c2-0000-7000-8000-%012d", j),
+				OriginNode: "eu-west-n1", Hlc: uint64(MakeTimestamp(int64(1000+i), 0)), Sequence: uint64(2*(i*ids+j) + 1), Part: meridianv1.Part_PART_GLOBAL,
+				Body: &meridianv1.Event_TraitsUpdated{TraitsUpdated: &meridianv1.TraitsUpdated{Traits: &meridianv1.Traits{Locale: new(fmt.Sprintf("de-DE-%0200d", i))}}},
+			}
+			r := proto.CloneOf(g)
+			r.Sequence, r.Part = g.Sequence+1, meridianv1.Part_PART_RESIDENT
+			r.Body = &meridianv1.Event_TraitsUpdated{TraitsUpdated: &meridianv1.TraitsUpdated{Traits: &meridianv1.Traits{Name: new(fmt.Sprintf("Name %0200d", i))}}}
+			evs = append(evs, g, r)
+		}
+	}
+	i := 0
+	for b.Loop() {
+		k := (i / 2) % ids
+		s, _, err := m.ApplyInPlace(states[k], evs[i%len(evs)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		states[k] = s
+		i++
 	}
 }
 

@@ -6,8 +6,8 @@
 // generic, proto-serialisable meridianv1.IdentityState.
 //
 // The projector's loop: decode an event part; if Erased(global state) drop
-// it; state = Apply(state of its part, part); store the state; serve
-// View(global, resident). Merge joins states (replicas, rebuilds), Prune
+// it; state = Apply(state of its part, part) (ApplyInPlace on a state it
+// owns); store the state; serve View(global, resident). Merge joins states (replicas, rebuilds), Prune
 // drops resident data that GLOBAL removes made dead. Apply and Merge are
 // commutative, associative and idempotent, so regions that saw the same set
 // of events agree whatever the order or duplication of delivery.

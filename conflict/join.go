@@ -3,6 +3,8 @@ package conflict
 import (
 	"bytes"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
 )
 
@@ -62,9 +64,14 @@ func (m *Merger) Merge(a, b *meridianv1.IdentityState) *meridianv1.IdentityState
 // with the schema), then by stamp. Registers of a path the schema no longer
 // has fall back to their bytes, which still converges.
 func (m *Merger) maxLess(path string, a, b *meridianv1.Register) bool {
-	if chain := m.maxPaths[path]; chain != nil {
-		va, oka := m.decodeRegister(chain, a.GetValue())
-		vb, okb := m.decodeRegister(chain, b.GetValue())
+	return m.maxLessAt(m.maxPaths[path], a, b)
+}
+
+// maxLessAt is maxLess for the register at chain (nil: not in the schema).
+func (m *Merger) maxLessAt(chain []protoreflect.FieldDescriptor, a, b *meridianv1.Register) bool {
+	if chain != nil {
+		va, oka := m.registerValue(chain, a.GetValue())
+		vb, okb := m.registerValue(chain, b.GetValue())
 		switch {
 		case oka != okb:
 			return okb
@@ -78,6 +85,17 @@ func (m *Merger) maxLess(path string, a, b *meridianv1.Register) bool {
 		return c < 0
 	}
 	return stampFromPB(a.GetStamp()).Compare(stampFromPB(b.GetStamp())) < 0
+}
+
+// registerValue is decodeRegister, reading canonical registers straight
+// off the wire.
+func (m *Merger) registerValue(chain []protoreflect.FieldDescriptor, b []byte) (protoreflect.Value, bool) {
+	if fastCodec {
+		if v, ok, canonical := registerScalar(chain, b); canonical {
+			return v, ok
+		}
+	}
+	return m.decodeRegister(chain, b)
 }
 
 // joinFor returns the payload join of a set's elements: field-wise union for

@@ -41,9 +41,12 @@ type Merger struct {
 
 	env      envelope
 	bodies   map[protoreflect.FieldNumber]*bodyPlan // by Event body oneof field number
+	byNumber []*bodyPlan                            // bodies, indexed by small field numbers
+	typed    bool                                   // built from meridianv1.Event: its getters read the envelope
 	targets  map[string]*target                     // by Identity field name
 	maxPaths map[string][]protoreflect.FieldDescriptor
 	opts     map[protoreflect.FullName]fieldOpts // every field reachable from Identity and Event
+	resPlans map[protoreflect.FullName]*resPlan  // residency checks of body messages, by message
 }
 
 // envelope holds the Event fields Apply reads.
@@ -64,7 +67,10 @@ type fieldOpts struct {
 // target is an Identity field that events change.
 type target struct {
 	fd   protoreflect.FieldDescriptor
+	name string // fd.Name(): the SetState or CounterState name
 	rule meridianv1.MergeRule
+	// join joins the payloads of a set's elements (see joinFor).
+	join func(a, b []byte) []byte
 	// keyField identifies a message element of a set; nil for scalar sets.
 	keyField protoreflect.FieldDescriptor
 	// newElem makes an empty element of a set of messages.
@@ -81,16 +87,22 @@ type regField struct {
 	fd        protoreflect.FieldDescriptor
 	rule      meridianv1.MergeRule // LWW or MAX
 	container []*regField          // set for containers
+	// path is the register path ("traits.name"; a map's registers add
+	// "."+key) and chain the fields from Identity down to fd.
+	path  string
+	chain []protoreflect.FieldDescriptor
 }
 
 // bodyPlan is how one domain event type changes an identity.
 type bodyPlan struct {
 	fd     protoreflect.FieldDescriptor // the Event body oneof field
 	fields []bodyField                  // empty: not an identity event
+	res    *resPlan                     // what checkResidency looks at
 }
 
 type bodyField struct {
 	fd        protoreflect.FieldDescriptor
+	path      string // "<event type>.<field>", for errors
 	op        meridianv1.Op
 	residency meridianv1.Residency
 	target    *target
@@ -102,11 +114,16 @@ type bodyField struct {
 // an op the target's merge rule cannot take, mismatched types, a set of
 // messages without exactly one (key) field, and a field without a residency.
 func NewMerger() (*Merger, error) {
-	return newMerger(
+	m, err := newMerger(
 		(&meridianv1.Identity{}).ProtoReflect().Descriptor(),
 		(&meridianv1.Event{}).ProtoReflect().Descriptor(),
 		func() protoreflect.Message { return (&meridianv1.Identity{}).ProtoReflect() },
 	)
+	if err != nil {
+		return nil, err
+	}
+	m.typed = true
+	return m, nil
 }
 
 // newMerger compiles a merger for any descriptors shaped like meridianv1's
@@ -119,6 +136,7 @@ func newMerger(identity, event protoreflect.MessageDescriptor, newIdentity func(
 		targets:     map[string]*target{},
 		maxPaths:    map[string][]protoreflect.FieldDescriptor{},
 		opts:        map[protoreflect.FullName]fieldOpts{},
+		resPlans:    map[protoreflect.FullName]*resPlan{},
 	}
 	if err := m.collectOpts(identity, map[protoreflect.FullName]bool{}); err != nil {
 		return nil, err
@@ -138,7 +156,23 @@ func newMerger(identity, event protoreflect.MessageDescriptor, newIdentity func(
 			return nil, err
 		}
 	}
+	for n, p := range m.bodies {
+		if n < 256 {
+			if int(n) >= len(m.byNumber) {
+				m.byNumber = append(m.byNumber, make([]*bodyPlan, int(n)+1-len(m.byNumber))...)
+			}
+			m.byNumber[n] = p
+		}
+	}
 	return m, nil
+}
+
+// body returns the plan of the body field number n.
+func (m *Merger) body(n protoreflect.FieldNumber) *bodyPlan {
+	if n >= 0 && int(n) < len(m.byNumber) {
+		return m.byNumber[n]
+	}
+	return m.bodies[n]
 }
 
 // collectOpts reads the options of every field reachable from md, and
@@ -237,7 +271,7 @@ func (m *Merger) compileIdentity() error {
 			m.updatedField = fd
 			continue
 		}
-		t := &target{fd: fd, rule: rule}
+		t := &target{fd: fd, name: string(fd.Name()), rule: rule}
 		switch rule {
 		case meridianv1.MergeRule_MERGE_RULE_UNSPECIFIED:
 			return schemaErr(fd, "every Identity field needs a (merge) rule")
@@ -247,7 +281,7 @@ func (m *Merger) compileIdentity() error {
 				return err
 			}
 			t.reg = reg
-			m.collectMaxPaths(reg, string(fd.Name()), []protoreflect.FieldDescriptor{fd})
+			m.placeRegs(reg, string(fd.Name()), []protoreflect.FieldDescriptor{fd})
 		case meridianv1.MergeRule_MERGE_RULE_ADD_WINS_SET, meridianv1.MergeRule_MERGE_RULE_GROW_ONLY_SET:
 			if !fd.IsList() {
 				return schemaErr(fd, "a %v target must be a repeated field (not a map or singular)", rule)
@@ -275,6 +309,7 @@ func (m *Merger) compileIdentity() error {
 		default:
 			return schemaErr(fd, "unknown merge rule %v", rule)
 		}
+		t.join = m.joinFor(t)
 		m.targets[string(fd.Name())] = t
 	}
 	if m.idField == nil {
@@ -335,12 +370,15 @@ func (m *Merger) compileRegField(fd protoreflect.FieldDescriptor) (*regField, er
 	return r, nil
 }
 
-func (m *Merger) collectMaxPaths(r *regField, path string, chain []protoreflect.FieldDescriptor) {
+// placeRegs records the path and field chain of r and its container fields,
+// and the chains of MAX registers by path.
+func (m *Merger) placeRegs(r *regField, path string, chain []protoreflect.FieldDescriptor) {
+	r.path, r.chain = path, chain
 	if r.rule == meridianv1.MergeRule_MERGE_RULE_MAX {
 		m.maxPaths[path] = chain
 	}
 	for _, c := range r.container {
-		m.collectMaxPaths(c, path+"."+string(c.fd.Name()), append(append([]protoreflect.FieldDescriptor(nil), chain...), c.fd))
+		m.placeRegs(c, path+"."+string(c.fd.Name()), append(append([]protoreflect.FieldDescriptor(nil), chain...), c.fd))
 	}
 }
 
@@ -372,7 +410,7 @@ func (m *Merger) compileBody(of protoreflect.FieldDescriptor) error {
 	if md == nil {
 		return schemaErr(of, "members of the body oneof must be messages")
 	}
-	plan := &bodyPlan{fd: of}
+	plan := &bodyPlan{fd: of, res: m.resPlan(md)}
 	m.bodies[of.Number()] = plan
 	fields := md.Fields()
 	targeted := 0
@@ -400,7 +438,7 @@ func (m *Merger) compileBody(of protoreflect.FieldDescriptor) error {
 		if err := m.checkOp(fd, o.op, t); err != nil {
 			return err
 		}
-		plan.fields = append(plan.fields, bodyField{fd: fd, op: o.op, residency: o.residency, target: t})
+		plan.fields = append(plan.fields, bodyField{fd: fd, path: string(of.Name()) + "." + string(fd.Name()), op: o.op, residency: o.residency, target: t})
 	}
 	return nil
 }

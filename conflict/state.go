@@ -46,6 +46,60 @@ func findElement(elems []*meridianv1.SetElement, key []byte) (int, bool) {
 	})
 }
 
+// findRegister, findSet, findCounter and findShare are findByKey for the
+// lists Apply searches for every write, without its indirect calls.
+func findRegister(xs []*meridianv1.Register, path string) (int, bool) {
+	lo, hi := 0, len(xs)
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if xs[h].GetPath() < path {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	return lo, lo < len(xs) && xs[lo].GetPath() == path
+}
+
+func findSet(xs []*meridianv1.SetState, name string) (int, bool) {
+	lo, hi := 0, len(xs)
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if xs[h].GetName() < name {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	return lo, lo < len(xs) && xs[lo].GetName() == name
+}
+
+func findCounter(xs []*meridianv1.CounterState, name string) (int, bool) {
+	lo, hi := 0, len(xs)
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if xs[h].GetName() < name {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	return lo, lo < len(xs) && xs[lo].GetName() == name
+}
+
+func findShare(xs []*meridianv1.CounterShare, node string) (int, bool) {
+	lo, hi := 0, len(xs)
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if xs[h].GetNode() < node {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	return lo, lo < len(xs) && xs[lo].GetNode() == node
+}
+
 // findByKey binary-searches xs, sorted by keyOf, for key.
 func findByKey[T any](xs []T, key string, keyOf func(T) string) (int, bool) {
 	return slices.BinarySearchFunc(xs, key, func(x T, k string) int { return strings.Compare(keyOf(x), k) })
@@ -123,9 +177,14 @@ func shallowState(s *meridianv1.IdentityState) *meridianv1.IdentityState {
 }
 
 // registerLess orders two LWW registers: by stamp, equal stamps (a corrupt
-// producer) by value bytes, so that the join is commutative regardless.
+// producer) by value bytes, so that the join is commutative regardless (the
+// order of LWW[string] on the same stamps and values; nil is below all).
 func registerLess(a, b *meridianv1.Register) bool {
-	la := LWW[string]{Stamp: stampFromPB(a.GetStamp()), Value: string(a.GetValue()), Valid: a != nil}
-	lb := LWW[string]{Stamp: stampFromPB(b.GetStamp()), Value: string(b.GetValue()), Valid: b != nil}
-	return lwwLess(la, lb)
+	if (a == nil) != (b == nil) {
+		return a == nil
+	}
+	if c := stampFromPB(a.GetStamp()).Compare(stampFromPB(b.GetStamp())); c != 0 {
+		return c < 0
+	}
+	return bytes.Compare(a.GetValue(), b.GetValue()) < 0
 }

@@ -1,6 +1,7 @@
 package conflict
 
 import (
+	"bytes"
 	"math"
 	"slices"
 
@@ -103,7 +104,8 @@ func (m *Merger) Erased(s *meridianv1.IdentityState) bool { return s.GetErased()
 // otherwise keep, say, a removed credential's material at rest, though no
 // view shows it). View(global, Prune(resident, global)) equals
 // View(global, resident); the projector prunes before sealing the resident
-// state. resident is not modified.
+// state. resident is not modified; it is returned itself when nothing in it
+// is dead.
 func (m *Merger) Prune(resident, global *meridianv1.IdentityState) *meridianv1.IdentityState {
 	if global.GetErased() != nil {
 		id := resident.GetIdentityId()
@@ -111,6 +113,9 @@ func (m *Merger) Prune(resident, global *meridianv1.IdentityState) *meridianv1.I
 			id = global.GetIdentityId()
 		}
 		return tombstoneState(id, stampFromPB(global.GetErased()))
+	}
+	if !m.prunes(resident, global) {
+		return resident
 	}
 	out := shallowState(resident)
 	out.Sets = slices.Clone(out.GetSets())
@@ -131,4 +136,28 @@ func (m *Merger) Prune(resident, global *meridianv1.IdentityState) *meridianv1.I
 		}
 	}
 	return out
+}
+
+// prunes reports whether Prune would change resident (global is not
+// erased).
+func (m *Merger) prunes(resident, global *meridianv1.IdentityState) bool {
+	for _, set := range resident.GetSets() {
+		i, ok := findByKey(global.GetSets(), set.GetName(), (*meridianv1.SetState).GetName)
+		if !ok {
+			continue
+		}
+		gelems := global.GetSets()[i].GetElements()
+		for _, e := range set.GetElements() {
+			j, ok := findElement(gelems, e.GetKey())
+			if !ok || gelems[j].GetRemoved() == nil {
+				continue
+			}
+			cut := AWElement[[]byte]{Removed: stampFromPB(gelems[j].GetRemoved())}
+			old := elementFromPB(e)
+			if merged := old.Merge(cut, nil); merged.Added != old.Added || merged.Removed != old.Removed || !bytes.Equal(merged.Payload, old.Payload) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -13,5 +13,8 @@
 // The loop a caller runs: the writer asks CurrentOrCreate for the key to seal
 // a resident part under, emits a wrapped key record while the key is not yet
 // Published, and marks it Published once that record is durable in the log;
-// the projector Puts arriving keys and Gets them by id to unseal.
+// the projector Puts arriving keys (a batch's together, PutMany) and Gets
+// them by id to unseal. Every identity's keys are cached (with their AES-GCM
+// instances built), so the lookups of every sealed write and every unseal
+// touch no disk.
 package keystore

@@ -80,3 +80,43 @@ func TestWrapUnwrap(t *testing.T) {
 		t.Errorf("nil: %v; want ErrInvalid", err)
 	}
 }
+
+// A Key's methods (with its cipher built once) interoperate with the
+// package functions; UnsealAppend reuses the caller's buffer.
+func TestKeyMethods(t *testing.T) {
+	k := Key{ID: "k1", Material: randomKey()}.WithCipher()
+	s := k.Seal("ev:r", []byte("bob@example.com"))
+	got, err := Unseal(k.Material, s, "ev:r")
+	if err != nil || string(got) != "bob@example.com" {
+		t.Fatalf("Unseal of Key.Seal = %q, %v", got, err)
+	}
+	buf := make([]byte, 0, 64)
+	got, err = k.UnsealAppend(buf, Seal(k.Material, "k1", "ev:r", []byte("carol@example.com")), "ev:r")
+	if err != nil || string(got) != "carol@example.com" || &got[:1][0] != &buf[:1][0] {
+		t.Fatalf("UnsealAppend = %q, %v (in the caller's buffer: want it reused)", got, err)
+	}
+	if _, err := k.UnsealAppend(buf, s, "ev:g"); !errors.Is(err, ErrAuth) {
+		t.Fatalf("wrong record id: err = %v; want ErrAuth", err)
+	}
+}
+
+// An Unwrapper unwraps what Wrap made, as Unwrap does, and names what it
+// cannot.
+func TestUnwrapper(t *testing.T) {
+	zk := ZoneKey{ID: "eu-1", Key: randomKey()}
+	u := NewUnwrapper(map[string]ZoneKey{"eu": zk})
+	dk := randomKey()
+	w := Wrap(zk, "id-1", "k1", dk)
+	if got, err := u.Unwrap("id-1", w); err != nil || got != dk {
+		t.Fatalf("Unwrap = %v", err)
+	}
+	if _, err := u.Unwrap("id-2", w); !errors.Is(err, ErrAuth) {
+		t.Fatalf("other identity: err = %v; want ErrAuth", err)
+	}
+	if _, err := u.Unwrap("id-1", Wrap(ZoneKey{ID: "us-1", Key: randomKey()}, "id-1", "k1", dk)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown zone key: err = %v; want ErrNotFound", err)
+	}
+	if _, err := u.Unwrap("id-1", nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("nil: err = %v; want ErrInvalid", err)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -20,12 +22,21 @@ const archiveDir = "archive"
 //     Pebble exports no other switch for recycling.
 //   - FS is shredFS, which turns the cleaner's "move to archive/" into
 //     "overwrite with zeros, fsync, unlink", and shreds every plain Remove.
+//
+// Bloom filters make the lookup of an identity the store holds no key for
+// (every new identity the writer sees) cheap however many tables there are.
+// Tables are not compressed: random keys do not compress, and a key must
+// be stored as its own bytes for a scan of the files to prove it gone.
 func pebbleOptions(dir string) *pebble.Options {
-	return &pebble.Options{
+	o := &pebble.Options{
 		FS:      shredFS{FS: vfs.Default, archive: filepath.Join(dir, archiveDir)},
 		Cleaner: pebble.ArchiveCleaner{},
 		Logger:  quietLogger{},
 	}
+	// Level 0's options are inherited by the other levels.
+	o.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	o.Levels[0].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	return o
 }
 
 // shredFS overwrites files before they are deleted. Pebble only deletes or

@@ -7,7 +7,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -28,8 +29,10 @@ type Options struct {
 	// <data>/keys). Required. It must not be shared with another database:
 	// the store shreds every file Pebble discards there.
 	Dir string
-	// CacheEntries bounds the in-memory cache of current keys (one entry per
-	// identity). Default 65536; negative disables the cache.
+	// CacheEntries bounds the in-memory cache of the identities' keys (one
+	// entry per identity, holding all its keys with their AES-GCM instances
+	// built, about 1 KiB per key). Default 65536; negative disables the
+	// cache.
 	CacheEntries int
 }
 
@@ -70,7 +73,14 @@ func (k Key) Seal(recordID string, plaintext []byte) *meridianv1.Sealed {
 
 // Unseal decrypts a Sealed made under this key for recordID.
 func (k Key) Unseal(s *meridianv1.Sealed, recordID string) ([]byte, error) {
-	return unseal(k.gcm(), s, recordID)
+	return unseal(k.gcm(), nil, s, recordID)
+}
+
+// UnsealAppend is Unseal appending the plaintext to dst, which callers
+// that open many records reuse (it must not overlap the ciphertext; clear
+// it after use).
+func (k Key) UnsealAppend(dst []byte, s *meridianv1.Sealed, recordID string) ([]byte, error) {
+	return unseal(k.gcm(), dst, s, recordID)
 }
 
 // String names the key without its material, so that logging a Key never
@@ -85,6 +95,17 @@ func (k Key) GoString() string { return k.String() }
 // Equal reports whether two keys are the same key in the same state.
 func (k Key) Equal(o Key) bool {
 	return k.ID == o.ID && k.Material == o.Material && k.Published == o.Published
+}
+
+// WithCipher returns k with its AES-GCM instance built, so that its Seal
+// and Unseal calls do not build one each (keys from the store's cache have
+// it already). Use it for a key made from its fields that seals or
+// unseals more than once.
+func (k Key) WithCipher() Key {
+	if k.aead == nil {
+		k.aead = newGCM(k.Material[:])
+	}
+	return k
 }
 
 func (k Key) gcm() cipher.AEAD {
@@ -116,15 +137,22 @@ type Store struct {
 	// stripes serialise writers of one identity (create-if-absent, destroy,
 	// publish) and cache fills, so that two callers never both create a
 	// first key and the cache never holds a value older than Pebble's.
-	stripes [64]sync.Mutex
+	stripes [1024]sync.Mutex
 
 	mu struct {
 		sync.RWMutex
 		closed bool
 	}
-	// cache maps identity -> *Key (current key). Lock-free reads: every
-	// resident write looks its key up here. n is approximate (Clear races
-	// with stores), which only makes the bound approximate.
+	// closed mirrors mu.closed for cache hits, which touch no Pebble and so
+	// need not hold the close lock (its cache line would bounce between
+	// every core that looks keys up).
+	closed atomic.Bool
+	// cache maps identity -> *entry: every key of the identity, as Pebble
+	// held them when the entry was made. Entries are made and replaced only
+	// under the identity's stripe, so they are never older than Pebble;
+	// reads are lock-free (every sealed write and every unseal looks a key
+	// up). n is approximate (Clear races with stores), which only makes
+	// the bound approximate.
 	cache struct {
 		m sync.Map
 		n atomic.Int64
@@ -161,6 +189,7 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.mu.closed = true
+	s.closed.Store(true)
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("keystore: close: %w", err)
 	}
@@ -188,10 +217,14 @@ func (s *Store) open() error {
 }
 
 func (s *Store) stripe(identityID string) *sync.Mutex {
-	h := fnv.New32a()
-	h.Write([]byte(identityID))
-	return &s.stripes[h.Sum32()%uint32(len(s.stripes))]
+	return &s.stripes[s.stripeIndex(identityID)]
 }
+
+func (s *Store) stripeIndex(identityID string) int {
+	return int(maphash.String(stripeSeed, identityID) % uint64(len(s.stripes)))
+}
+
+var stripeSeed = maphash.MakeSeed()
 
 // Current returns the key this region seals the identity's new data under:
 // the first key it created or received for the identity. ok is false when
@@ -200,17 +233,23 @@ func (s *Store) Current(identityID string) (k Key, ok bool, err error) {
 	if err := checkID("identity id", identityID); err != nil {
 		return Key{}, false, err
 	}
+	if e, err := s.hit(identityID); e != nil || err != nil {
+		k, ok := e.current()
+		return k, ok, err
+	}
 	if err := s.open(); err != nil {
 		return Key{}, false, err
 	}
 	defer s.mu.RUnlock()
-	if k, ok := s.cached(identityID); ok {
-		return k, true, nil
-	}
 	st := s.stripe(identityID)
 	st.Lock()
 	defer st.Unlock()
-	return s.currentLocked(identityID)
+	e, err := s.entryLocked(identityID)
+	if err != nil {
+		return Key{}, false, err
+	}
+	k, ok = e.current()
+	return k, ok, nil
 }
 
 // CurrentOrCreate returns the identity's current key, creating (and durably
@@ -219,22 +258,119 @@ func (s *Store) CurrentOrCreate(identityID string) (k Key, created bool, err err
 	if err := checkID("identity id", identityID); err != nil {
 		return Key{}, false, err
 	}
+	if e, err := s.hit(identityID); err != nil {
+		return Key{}, false, err
+	} else if k, ok := e.current(); ok {
+		return k, false, nil
+	}
 	if err := s.open(); err != nil {
 		return Key{}, false, err
 	}
 	defer s.mu.RUnlock()
-	if k, ok := s.cached(identityID); ok {
-		return k, false, nil
-	}
 	st := s.stripe(identityID)
 	st.Lock()
 	defer st.Unlock()
-	k, ok, err := s.currentLocked(identityID)
-	if err != nil || ok {
-		return k, false, err
+	e, err := s.entryLocked(identityID)
+	if err != nil {
+		return Key{}, false, err
 	}
-	k, err = s.createLocked(identityID)
+	if k, ok := e.current(); ok {
+		return k, false, nil
+	}
+	k, err = s.createLocked(identityID, e)
 	return k, err == nil, err
+}
+
+// CurrentOrCreateMany is CurrentOrCreate for several identities (repeats
+// allowed) with one synced write for all the keys it creates, so that an
+// append of events of many new identities waits for one key-store fsync,
+// not one each. keys[i] and created[i] answer identityIDs[i] (created is
+// true once per identity it made a key for).
+func (s *Store) CurrentOrCreateMany(identityIDs []string) (keys []Key, created []bool, err error) {
+	for i, id := range identityIDs {
+		if err := checkID("identity id", id); err != nil {
+			return nil, nil, fmt.Errorf("%w (identity %d of %d)", err, i+1, len(identityIDs))
+		}
+	}
+	keys, created = make([]Key, len(identityIDs)), make([]bool, len(identityIDs))
+	var missing []int // identities without a cached current key
+	for i, id := range identityIDs {
+		e, err := s.hit(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		if k, ok := e.current(); ok {
+			keys[i] = k
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return keys, created, nil
+	}
+	if err := s.open(); err != nil {
+		return nil, nil, err
+	}
+	defer s.mu.RUnlock()
+	// In stripe order, so that concurrent calls cannot deadlock.
+	var held [len(Store{}.stripes)]bool
+	for _, i := range missing {
+		held[s.stripeIndex(identityIDs[i])] = true
+	}
+	for j := range held {
+		if held[j] {
+			s.stripes[j].Lock()
+			defer s.stripes[j].Unlock()
+		}
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	made := map[string]*entry{} // identities given a key by this call
+	for _, i := range missing {
+		id := identityIDs[i]
+		if e := made[id]; e != nil {
+			keys[i], _ = e.current()
+			continue
+		}
+		e, err := s.entryLocked(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		if k, ok := e.current(); ok {
+			keys[i] = k
+			continue
+		}
+		k, err := newKey()
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := b.Set(keyKey(id, k.ID), encodeValue(k), nil); err != nil {
+			return nil, nil, fmt.Errorf("keystore: create: %w", err)
+		}
+		if err := b.Set(currentKey(id), []byte(k.ID), nil); err != nil {
+			return nil, nil, fmt.Errorf("keystore: create: %w", err)
+		}
+		if s.opts.CacheEntries >= 0 {
+			k.aead = newGCM(k.Material[:])
+		}
+		made[id] = e.with(k, true)
+		keys[i], created[i] = k, true
+	}
+	if len(made) == 0 {
+		return keys, created, nil
+	}
+	// Synced, as Create: see createLocked.
+	if err := b.Commit(pebble.Sync); err != nil {
+		for id := range made {
+			s.uncache(id)
+		}
+		return nil, nil, fmt.Errorf("keystore: create: %w", err)
+	}
+	s.created.Add(uint64(len(made)))
+	for id, e := range made {
+		s.cacheLocked(id, e)
+	}
+	return keys, created, nil
 }
 
 // Create makes a new random key for the identity, stores it durably (synced)
@@ -250,62 +386,119 @@ func (s *Store) Create(identityID string) (Key, error) {
 	st := s.stripe(identityID)
 	st.Lock()
 	defer st.Unlock()
-	return s.createLocked(identityID)
+	e, err := s.entryLocked(identityID)
+	if err != nil {
+		return Key{}, err
+	}
+	return s.createLocked(identityID, e)
 }
 
 // Put stores a key that arrived from another region (already unwrapped). It
 // is idempotent; storing a different key under an existing key id is an
 // error. The key becomes current only if the identity has no current key.
+// Storing a key that is already held, published, writes nothing.
 func (s *Store) Put(identityID, keyID string, material []byte) error {
-	if err := checkID("identity id", identityID); err != nil {
-		return err
+	return s.PutMany([]PutKey{{IdentityID: identityID, KeyID: keyID, Material: material}})
+}
+
+// PutKey is one key for PutMany.
+type PutKey struct {
+	IdentityID, KeyID string
+	Material          []byte
+}
+
+// PutMany is Put for many keys (of any identities) with one synced write:
+// all of them are stored, or none when any is invalid (the error names it)
+// or conflicts with a held key. The projector stores the keys that arrive
+// in a batch of inbox messages with it.
+func (s *Store) PutMany(keys []PutKey) error {
+	for i, k := range keys {
+		if err := checkID("identity id", k.IdentityID); err != nil {
+			return fmt.Errorf("%w (key %d of %d)", err, i+1, len(keys))
+		}
+		if err := checkID("key id", k.KeyID); err != nil {
+			return fmt.Errorf("%w (key %d of %d)", err, i+1, len(keys))
+		}
+		if len(k.Material) != KeySize {
+			return fmt.Errorf("%w: key material is %d bytes, want %d (key %d of %d)", ErrInvalid, len(k.Material), KeySize, i+1, len(keys))
+		}
 	}
-	if err := checkID("key id", keyID); err != nil {
-		return err
-	}
-	if len(material) != KeySize {
-		return fmt.Errorf("%w: key material is %d bytes, want %d", ErrInvalid, len(material), KeySize)
+	if len(keys) == 0 {
+		return nil
 	}
 	if err := s.open(); err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
-	st := s.stripe(identityID)
-	st.Lock()
-	defer st.Unlock()
-
-	k := Key{ID: keyID, Published: true}
-	copy(k.Material[:], material)
-	old, err := s.getLocked(identityID, keyID)
-	switch {
-	case err == nil:
-		if old.Material != k.Material {
-			return fmt.Errorf("%w: identity %s key %s already stored with different material", ErrInvalid, identityID, keyID)
+	if len(keys) == 1 {
+		st := s.stripe(keys[0].IdentityID)
+		st.Lock()
+		defer st.Unlock()
+	} else {
+		// In stripe order, so that concurrent calls cannot deadlock.
+		var held [len(Store{}.stripes)]bool
+		for _, k := range keys {
+			held[s.stripeIndex(k.IdentityID)] = true
 		}
-		if old.Published {
-			return nil
+		for i := range held {
+			if held[i] {
+				s.stripes[i].Lock()
+				defer s.stripes[i].Unlock()
+			}
 		}
-	case !errors.Is(err, ErrNotFound):
-		return err
-	default:
-		s.put.Add(1)
 	}
+
+	// What each identity's entry becomes, and the writes that make it so.
+	next := map[string]*entry{}
 	b := s.db.NewBatch()
 	defer b.Close()
-	if err := b.Set(keyKey(identityID, keyID), encodeValue(k), nil); err != nil {
-		return fmt.Errorf("keystore: put: %w", err)
-	}
-	if _, ok, err := s.currentLocked(identityID); err != nil {
-		return err
-	} else if !ok {
-		if err := b.Set(currentKey(identityID), []byte(keyID), nil); err != nil {
+	var added uint64
+	for _, pk := range keys {
+		e := next[pk.IdentityID]
+		if e == nil {
+			var err error
+			if e, err = s.entryLocked(pk.IdentityID); err != nil {
+				return err
+			}
+		}
+		k := Key{ID: pk.KeyID, Published: true}
+		copy(k.Material[:], pk.Material)
+		if old, ok := e.get(pk.KeyID); ok {
+			if old.Material != k.Material {
+				return fmt.Errorf("%w: identity %s key %s already stored with different material", ErrInvalid, pk.IdentityID, pk.KeyID)
+			}
+			if old.Published {
+				continue
+			}
+		} else {
+			added++
+			if s.opts.CacheEntries >= 0 {
+				k.aead = newGCM(k.Material[:])
+			}
+		}
+		if err := b.Set(keyKey(pk.IdentityID, pk.KeyID), encodeValue(k), nil); err != nil {
 			return fmt.Errorf("keystore: put: %w", err)
 		}
+		if _, ok := e.current(); !ok {
+			if err := b.Set(currentKey(pk.IdentityID), []byte(pk.KeyID), nil); err != nil {
+				return fmt.Errorf("keystore: put: %w", err)
+			}
+		}
+		next[pk.IdentityID] = e.with(k, false)
+	}
+	if b.Empty() {
+		return nil
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
+		for id := range next {
+			s.uncache(id)
+		}
 		return fmt.Errorf("keystore: put: %w", err)
 	}
-	s.uncache(identityID)
+	s.put.Add(added)
+	for id, e := range next {
+		s.cacheLocked(id, e)
+	}
 	return nil
 }
 
@@ -320,18 +513,23 @@ func (s *Store) MarkPublished(identityID, keyID string) error {
 	st := s.stripe(identityID)
 	st.Lock()
 	defer st.Unlock()
-	k, err := s.getLocked(identityID, keyID)
+	e, err := s.entryLocked(identityID)
 	if err != nil {
 		return err
+	}
+	k, ok := e.get(keyID)
+	if !ok {
+		return notFound(identityID, keyID)
 	}
 	if k.Published {
 		return nil
 	}
 	k.Published = true
 	if err := s.db.Set(keyKey(identityID, keyID), encodeValue(k), pebble.NoSync); err != nil {
+		s.uncache(identityID)
 		return fmt.Errorf("keystore: mark published: %w", err)
 	}
-	s.uncache(identityID)
+	s.cacheLocked(identityID, e.with(k, false))
 	return nil
 }
 
@@ -343,11 +541,31 @@ func (s *Store) Get(identityID, keyID string) (Key, error) {
 	if err := checkID("key id", keyID); err != nil {
 		return Key{}, err
 	}
-	if err := s.open(); err != nil {
+	e, err := s.hit(identityID)
+	if err != nil {
 		return Key{}, err
 	}
-	defer s.mu.RUnlock()
-	return s.getLocked(identityID, keyID)
+	if e == nil {
+		if err := s.open(); err != nil {
+			return Key{}, err
+		}
+		defer s.mu.RUnlock()
+		if s.opts.CacheEntries < 0 {
+			return s.getLocked(identityID, keyID)
+		}
+		st := s.stripe(identityID)
+		st.Lock()
+		defer st.Unlock()
+		var err error
+		if e, err = s.entryLocked(identityID); err != nil {
+			return Key{}, err
+		}
+	}
+	k, ok := e.get(keyID)
+	if !ok {
+		return Key{}, notFound(identityID, keyID)
+	}
+	return k, nil
 }
 
 // Keys returns all the identity's keys held here, ordered by key id.
@@ -406,35 +624,110 @@ func (s *Store) Destroy(identityID string) (int, error) {
 	return len(keys), nil
 }
 
-func (s *Store) cached(identityID string) (Key, bool) {
+// hit returns the identity's cache entry without the close lock (nil if
+// there is none): ErrClosed once Close has begun.
+func (s *Store) hit(identityID string) (*entry, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	return s.cached(identityID), nil
+}
+
+// cached returns the identity's cache entry, nil if there is none.
+func (s *Store) cached(identityID string) *entry {
 	if s.opts.CacheEntries < 0 {
-		return Key{}, false
+		return nil
 	}
 	v, ok := s.cache.m.Load(identityID)
 	if !ok {
-		return Key{}, false
+		return nil
 	}
 	s.cacheHits.Add(1)
-	return *v.(*Key), true
+	return v.(*entry)
 }
 
-// cacheLocked is called with the identity's stripe held, so the value cannot
-// be older than what Pebble holds. It returns k with its AEAD built.
-func (s *Store) cacheLocked(identityID string, k Key) Key {
-	if s.opts.CacheEntries < 0 {
-		return k
+// entryLocked returns the identity's entry, from the cache or loaded from
+// Pebble (and cached); the caller holds the identity's stripe.
+func (s *Store) entryLocked(identityID string) (*entry, error) {
+	if e := s.cached(identityID); e != nil {
+		return e, nil
 	}
-	if k.aead == nil {
-		k.aead = newGCM(k.Material[:])
+	e, err := s.loadLocked(identityID)
+	if err != nil {
+		return nil, err
+	}
+	s.cacheLocked(identityID, e)
+	return e, nil
+}
+
+// loadLocked reads every key of the identity and its current key id, in one
+// pass over the identity's range. An identity without a current key has
+// no key at all (every write that stores a key makes one current if there
+// is none, in the same batch), so a point read settles the common case of
+// an identity new here without an iterator.
+func (s *Store) loadLocked(identityID string) (*entry, error) {
+	_, closer, err := s.db.Get(currentKey(identityID))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return &entry{cur: -1}, nil
+	case err != nil:
+		return nil, fmt.Errorf("keystore: load: %w", err)
+	}
+	closer.Close()
+	lo, hi := identityRange(identityID)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: load: %w", err)
+	}
+	e := &entry{cur: -1}
+	curID, hasCur := "", false
+	for it.First(); it.Valid(); it.Next() {
+		switch rest := it.Key()[len(lo):]; {
+		case len(rest) == 1 && rest[0] == 'c':
+			curID, hasCur = string(it.Value()), true
+		case len(rest) > 1 && rest[0] == 'k':
+			k, err := decodeValue(string(rest[1:]), it.Value())
+			if err != nil {
+				it.Close()
+				return nil, err
+			}
+			e.keys = append(e.keys, k)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("keystore: load: %w", err)
+	}
+	if hasCur {
+		for i := range e.keys {
+			if e.keys[i].ID == curID {
+				e.cur = i
+			}
+		}
+		if e.cur < 0 {
+			return nil, fmt.Errorf("keystore: current key %s of %s: %w", curID, identityID, notFound(identityID, curID))
+		}
+	}
+	if s.opts.CacheEntries >= 0 {
+		for i := range e.keys {
+			e.keys[i].aead = newGCM(e.keys[i].Material[:])
+		}
+	}
+	return e, nil
+}
+
+// cacheLocked stores e as the identity's entry; the caller holds the
+// identity's stripe, so e is not older than what Pebble holds.
+func (s *Store) cacheLocked(identityID string, e *entry) {
+	if s.opts.CacheEntries < 0 {
+		return
 	}
 	if s.cache.n.Load() >= int64(s.opts.CacheEntries) {
 		s.cache.m.Clear()
 		s.cache.n.Store(0)
 	}
-	if _, loaded := s.cache.m.Swap(identityID, &k); !loaded {
+	if _, loaded := s.cache.m.Swap(identityID, e); !loaded {
 		s.cache.n.Add(1)
 	}
-	return k
 }
 
 func (s *Store) uncache(identityID string) {
@@ -443,30 +736,13 @@ func (s *Store) uncache(identityID string) {
 	}
 }
 
-func (s *Store) currentLocked(identityID string) (Key, bool, error) {
-	id, closer, err := s.db.Get(currentKey(identityID))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return Key{}, false, nil
-	}
+// createLocked makes a new key, stores it synced as the current key and
+// returns it; e is the identity's entry.
+func (s *Store) createLocked(identityID string, e *entry) (Key, error) {
+	k, err := newKey()
 	if err != nil {
-		return Key{}, false, fmt.Errorf("keystore: current: %w", err)
+		return Key{}, err
 	}
-	keyID := string(id)
-	closer.Close()
-	k, err := s.getLocked(identityID, keyID)
-	if err != nil {
-		return Key{}, false, fmt.Errorf("keystore: current key %s of %s: %w", keyID, identityID, err)
-	}
-	return s.cacheLocked(identityID, k), true, nil
-}
-
-func (s *Store) createLocked(identityID string) (Key, error) {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return Key{}, fmt.Errorf("keystore: create: key id: %w", err)
-	}
-	k := Key{ID: id.String()}
-	rand.Read(k.Material[:]) // never fails (crypto/rand since Go 1.24)
 	b := s.db.NewBatch()
 	defer b.Close()
 	if err := b.Set(keyKey(identityID, k.ID), encodeValue(k), nil); err != nil {
@@ -478,22 +754,42 @@ func (s *Store) createLocked(identityID string) (Key, error) {
 	// Synced: a sealed record may be durable in the log a moment later, and
 	// it must never outlive the only copy of its key in a crash.
 	if err := b.Commit(pebble.Sync); err != nil {
+		s.uncache(identityID)
 		return Key{}, fmt.Errorf("keystore: create: %w", err)
 	}
 	s.created.Add(1)
-	return s.cacheLocked(identityID, k), nil
+	if s.opts.CacheEntries >= 0 {
+		k.aead = newGCM(k.Material[:])
+	}
+	s.cacheLocked(identityID, e.with(k, true))
+	return k, nil
+}
+
+// newKey makes a random key with a UUIDv7 id.
+func newKey() (Key, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Key{}, fmt.Errorf("keystore: create: key id: %w", err)
+	}
+	k := Key{ID: id.String()}
+	rand.Read(k.Material[:]) // never fails (crypto/rand since Go 1.24)
+	return k, nil
 }
 
 func (s *Store) getLocked(identityID, keyID string) (Key, error) {
 	v, closer, err := s.db.Get(keyKey(identityID, keyID))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return Key{}, fmt.Errorf("keystore: identity %s key %s: %w", identityID, keyID, ErrNotFound)
+		return Key{}, notFound(identityID, keyID)
 	}
 	if err != nil {
 		return Key{}, fmt.Errorf("keystore: get: %w", err)
 	}
 	defer closer.Close()
 	return decodeValue(keyID, v)
+}
+
+func notFound(identityID, keyID string) error {
+	return fmt.Errorf("keystore: identity %s key %s: %w", identityID, keyID, ErrNotFound)
 }
 
 func (s *Store) keysLocked(identityID string) ([]Key, error) {
@@ -524,7 +820,7 @@ func checkID(what, id string) error {
 	if len(id) > maxIDLen {
 		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalid, what, maxIDLen)
 	}
-	if bytes.IndexByte([]byte(id), 0) >= 0 {
+	if strings.IndexByte(id, 0) >= 0 {
 		return fmt.Errorf("%w: %s contains a NUL byte", ErrInvalid, what)
 	}
 	return nil

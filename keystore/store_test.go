@@ -128,6 +128,9 @@ func TestInvalidArguments(t *testing.T) {
 		{"long identity", func() error { _, err := s.Keys(strings.Repeat("x", maxIDLen+1)); return err }},
 		{"empty key id", func() error { return s.Put("id", "", make([]byte, KeySize)) }},
 		{"short material", func() error { return s.Put("id", "k", make([]byte, 16)) }},
+		{"bad key in a batch", func() error {
+			return s.PutMany([]PutKey{{"id", "k", make([]byte, KeySize)}, {"id", "", make([]byte, KeySize)}})
+		}},
 		{"empty destroy", func() error { _, err := s.Destroy(""); return err }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -247,5 +250,143 @@ func TestCacheBound(t *testing.T) {
 			}
 		}
 		s.Close()
+	}
+}
+
+// PutMany stores a batch of keys with one write, all or none; with the
+// cache on and off, every answer after it (and after Destroy, MarkPublished
+// and a reopen) is what Pebble holds.
+func TestPutManyAndCache(t *testing.T) {
+	for _, entries := range []int{0, -1} {
+		dir := t.TempDir()
+		s, err := Open(Options{Dir: dir, CacheEntries: entries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := func(b byte) []byte { return bytes.Repeat([]byte{b}, KeySize) }
+		// A conflict anywhere stores nothing.
+		if err := s.Put("a", "a1", m(1)); err != nil {
+			t.Fatal(err)
+		}
+		err = s.PutMany([]PutKey{{"b", "b1", m(2)}, {"a", "a1", m(9)}})
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("cache %d: conflicting PutMany = %v; want ErrInvalid", entries, err)
+		}
+		if _, err := s.Get("b", "b1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("cache %d: a refused PutMany stored b1: %v", entries, err)
+		}
+		// Several identities, two keys of one: its first becomes current.
+		if err := s.PutMany([]PutKey{{"b", "b1", m(2)}, {"c", "c1", m(3)}, {"b", "b2", m(4)}, {"a", "a1", m(1)}}); err != nil {
+			t.Fatal(err)
+		}
+		if k, ok, err := s.Current("b"); err != nil || !ok || k.ID != "b1" {
+			t.Fatalf("cache %d: Current(b) = %v %v %v; want b1", entries, k, ok, err)
+		}
+		// A key made here is unpublished until marked.
+		k, err := s.Create("d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkPublished("d", k.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, _ := s.CurrentOrCreate("d"); got.ID != k.ID || !got.Published {
+			t.Fatalf("cache %d: after MarkPublished: %v", entries, got)
+		}
+		if err := s.MarkPublished("d", "nope"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("cache %d: MarkPublished of an unknown key = %v", entries, err)
+		}
+		// Destroyed keys are gone from every answer.
+		if n, err := s.Destroy("b"); err != nil || n != 2 {
+			t.Fatalf("cache %d: Destroy(b) = %d, %v", entries, n, err)
+		}
+		if _, ok, _ := s.Current("b"); ok {
+			t.Fatalf("cache %d: Current(b) after Destroy", entries)
+		}
+		if _, err := s.Get("b", "b2"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("cache %d: Get(b2) after Destroy = %v", entries, err)
+		}
+		check := func(s *Store) {
+			t.Helper()
+			for id, want := range map[string][]byte{"a": m(1), "c": m(3)} {
+				k, ok, err := s.Current(id)
+				if err != nil || !ok || !bytes.Equal(k.Material[:], want) || !k.Published {
+					t.Fatalf("cache %d: Current(%s) = %v %v %v", entries, id, k, ok, err)
+				}
+				// Keys from the cache seal and open as any key does.
+				if pt, err := Unseal(k.Material, k.Seal("r", []byte("x")), "r"); err != nil || string(pt) != "x" {
+					t.Fatalf("cache %d: %s's key does not seal: %v", entries, id, err)
+				}
+			}
+		}
+		check(s)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if s, err = Open(Options{Dir: dir, CacheEntries: entries}); err != nil {
+			t.Fatal(err)
+		}
+		check(s)
+		if _, ok, _ := s.Current("b"); ok {
+			t.Fatalf("cache %d: Current(b) after reopen", entries)
+		}
+		s.Close()
+	}
+}
+
+// CurrentOrCreateMany answers as CurrentOrCreate one by one would, with a
+// single key per identity however often it is named, also when callers race.
+func TestCurrentOrCreateMany(t *testing.T) {
+	for _, entries := range []int{0, -1} {
+		s, err := Open(Options{Dir: t.TempDir(), CacheEntries: entries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, _, err := s.CurrentOrCreate("old")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := []string{"new-1", "old", "new-2", "new-1"}
+		var wg sync.WaitGroup
+		results := make([][]Key, 4)
+		createdBy := make([][]bool, 4)
+		for c := range results {
+			wg.Go(func() {
+				var err error
+				if results[c], createdBy[c], err = s.CurrentOrCreateMany(ids); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		made := map[string]int{}
+		for c := range results {
+			if !results[c][1].Equal(old) || !results[c][0].Equal(results[c][3]) || createdBy[c][1] || createdBy[c][3] {
+				t.Fatalf("cache %d, caller %d: %v %v", entries, c, results[c], createdBy[c])
+			}
+			for i, id := range ids {
+				if !results[c][i].Equal(results[0][i]) {
+					t.Fatalf("cache %d: callers disagree on %s's key", entries, id)
+				}
+				if createdBy[c][i] {
+					made[id]++
+				}
+			}
+		}
+		if made["new-1"] != 1 || made["new-2"] != 1 || len(made) != 2 {
+			t.Fatalf("cache %d: keys made %v; want one each for new-1 and new-2", entries, made)
+		}
+		for _, id := range []string{"new-1", "new-2"} {
+			if all, _ := s.Keys(id); len(all) != 1 {
+				t.Fatalf("cache %d: %s has %d keys; want 1", entries, id, len(all))
+			}
+		}
+		if _, _, err := s.CurrentOrCreateMany([]string{"ok", ""}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("empty id: %v", err)
+		}
+		s.Close()
+		if _, _, err := s.CurrentOrCreateMany([]string{"old"}); !errors.Is(err, ErrClosed) {
+			t.Fatalf("closed: %v", err)
+		}
 	}
 }

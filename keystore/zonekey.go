@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
 
@@ -36,29 +37,58 @@ func Wrap(zk ZoneKey, identityID, keyID string, dataKey [KeySize]byte) *meridian
 // ErrNotFound when no zone key has that id and ErrAuth when the bytes, the key
 // id or the identity id do not match.
 func Unwrap(zoneKeys map[string]ZoneKey, identityID string, dk *meridianv1.DataKey) ([KeySize]byte, error) {
-	var out [KeySize]byte
 	if dk == nil {
-		return out, fmt.Errorf("%w: data key is nil", ErrInvalid)
+		return [KeySize]byte{}, fmt.Errorf("%w: data key is nil", ErrInvalid)
 	}
-	var zk *ZoneKey
 	for _, k := range zoneKeys {
 		if k.ID == dk.GetZoneKeyId() {
-			zk = &k
-			break
+			return unwrap(newGCM(k.Key[:]), identityID, dk)
 		}
 	}
-	if zk == nil {
-		return out, fmt.Errorf("keystore: unwrap key %s: zone key %q: %w", dk.GetKeyId(), dk.GetZoneKeyId(), ErrNotFound)
+	return [KeySize]byte{}, fmt.Errorf("keystore: unwrap key %s: zone key %q: %w", dk.GetKeyId(), dk.GetZoneKeyId(), ErrNotFound)
+}
+
+// Unwrapper is Unwrap over a fixed set of zone keys, with their AES-GCM
+// instances built once: a projector unwraps every data key that arrives
+// with the same few zone keys. It is safe for concurrent use.
+type Unwrapper struct {
+	aeads map[string]cipher.AEAD // by ZoneKey.ID
+}
+
+// NewUnwrapper prepares zoneKeys (any map key; matched by ZoneKey.ID) for
+// Unwrap.
+func NewUnwrapper(zoneKeys map[string]ZoneKey) *Unwrapper {
+	u := &Unwrapper{aeads: make(map[string]cipher.AEAD, len(zoneKeys))}
+	for _, k := range zoneKeys {
+		u.aeads[k.ID] = newGCM(k.Key[:])
 	}
-	aead := newGCM(zk.Key[:])
+	return u
+}
+
+// Unwrap is the package's Unwrap with the zone keys u was made of.
+func (u *Unwrapper) Unwrap(identityID string, dk *meridianv1.DataKey) ([KeySize]byte, error) {
+	if dk == nil {
+		return [KeySize]byte{}, fmt.Errorf("%w: data key is nil", ErrInvalid)
+	}
+	aead, ok := u.aeads[dk.GetZoneKeyId()]
+	if !ok {
+		return [KeySize]byte{}, fmt.Errorf("keystore: unwrap key %s: zone key %q: %w", dk.GetKeyId(), dk.GetZoneKeyId(), ErrNotFound)
+	}
+	return unwrap(aead, identityID, dk)
+}
+
+func unwrap(aead cipher.AEAD, identityID string, dk *meridianv1.DataKey) ([KeySize]byte, error) {
+	var out [KeySize]byte
 	if len(dk.GetNonce()) != aead.NonceSize() {
 		return out, fmt.Errorf("%w: unwrap key %s: nonce is %d bytes, want %d", ErrAuth, dk.GetKeyId(), len(dk.GetNonce()), aead.NonceSize())
 	}
-	pt, err := aead.Open(nil, dk.GetNonce(), dk.GetWrappedKey(), wrapAAD(dk.GetKeyId(), identityID))
+	var buf [KeySize + 16]byte
+	pt, err := aead.Open(buf[:0], dk.GetNonce(), dk.GetWrappedKey(), wrapAAD(dk.GetKeyId(), identityID))
 	if err != nil {
 		return out, fmt.Errorf("%w: unwrap key %s of identity %s", ErrAuth, dk.GetKeyId(), identityID)
 	}
 	if len(pt) != KeySize {
+		clear(pt)
 		return out, fmt.Errorf("%w: unwrap key %s: %d bytes, want %d", ErrInvalid, dk.GetKeyId(), len(pt), KeySize)
 	}
 	copy(out[:], pt)

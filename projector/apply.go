@@ -31,6 +31,14 @@ const (
 	CodeUnsealFailed = "unseal_failed" // a RESIDENT part that does not authenticate
 )
 
+// internerOf returns the batch's string interner (none for other currents).
+func internerOf(cur current) *interner {
+	if b, ok := cur.(*batch); ok {
+		return &b.in
+	}
+	return nil
+}
+
 // current is what the apply step reads.
 type current interface {
 	// global is the identity's GLOBAL state (nil: none yet).
@@ -62,6 +70,7 @@ type outcome struct {
 	identity string
 	global   *meridianv1.IdentityState // new GLOBAL state, nil: unchanged
 	resident *meridianv1.IdentityState // new RESIDENT state, nil: unchanged
+	changed  bool                      // the new state differs from the old
 	erased   bool                      // the identity became erased now
 	prune    bool                      // a GLOBAL remove may kill resident payloads
 	putKey   *keyPut
@@ -77,9 +86,9 @@ type keyPut struct {
 
 // stepper applies messages for one region.
 type stepper struct {
-	merger   *conflict.Merger
-	zone     string
-	zoneKeys map[string]keystore.ZoneKey
+	merger *conflict.Merger
+	zone   string
+	unwrap *keystore.Unwrapper // the zone keys
 }
 
 var (
@@ -93,16 +102,21 @@ var (
 // permanent failure is an outcome of kindQuarantined.
 func (s *stepper) apply(cur current, m *inMsg) (outcome, error) {
 	var out outcome
-	sp, err := region.ParseSubject(m.Subject)
+	sp, err := m.subject()
 	if err != nil {
 		return out.quarantine(CodeBadSubject, "subject", err.Error()), nil
 	}
 	out.origin, out.zone, out.originSeq = sp.Origin, sp.Zone, m.OriginSeq
 
-	ev := &meridianv1.Event{}
-	if err := unmarshalOpts.Unmarshal(m.Data, ev); err != nil {
+	// Recycled: nothing of an event outlives its apply step but strings
+	// and bytes copied out of it (the states keep encoded values).
+	d := getDecoded()
+	defer d.release()
+	in := internerOf(cur)
+	if err := d.decode(m.Data, in); err != nil {
 		return out.quarantine(CodeCorrupt, "data", fmt.Sprintf("not an Event: %v", err)), nil
 	}
+	ev := &d.ev
 	out.node = ev.GetOriginNode()
 	switch {
 	case out.originSeq == 0:
@@ -155,7 +169,7 @@ func (s *stepper) apply(cur current, m *inMsg) (outcome, error) {
 		if err := s.checkZone(sp, ev); err != nil {
 			return out.quarantine(CodeWrongZone, "zone", err.Error()), nil
 		}
-		return s.applyResident(cur, out, ev, which)
+		return s.applyResident(cur, in, out, ev, which)
 	}
 	return out.quarantine(CodeInvalid, "part", fmt.Sprintf("%v: an identity event in a stream is split into a GLOBAL and a RESIDENT part", ev.GetPart())), nil
 }
@@ -179,24 +193,27 @@ func (s *stepper) applyGlobal(cur current, out outcome, ev *meridianv1.Event) (o
 	if err != nil {
 		return out, err
 	}
-	ng, err := s.merger.Apply(g, ev)
+	wasErased := s.merger.Erased(g)
+	// In place: the batch owns the state (see batch).
+	ng, eff, err := s.merger.ApplyInPlace(g, ev)
 	if err != nil {
 		return out.quarantineMerge(err), nil
 	}
-	out.global = ng
-	switch wasErased := s.merger.Erased(g); {
+	out.global, out.changed = ng, eff.Changed
+	switch {
 	case wasErased:
 		out.kind = kindIgnored // the tombstone keeps (at most) an earlier erase stamp
-	case s.merger.Erased(ng):
+	case eff.Erased:
 		out.kind, out.erased = kindIdentity, true
 	default:
 		out.kind = kindIdentity
-		out.prune = removalsChanged(g, ng)
+		// A GLOBAL remove may kill payloads the resident state holds.
+		out.prune = eff.Removed
 	}
 	return out, nil
 }
 
-func (s *stepper) applyResident(cur current, out outcome, ev *meridianv1.Event, which protoreflect.FieldDescriptor) (outcome, error) {
+func (s *stepper) applyResident(cur current, in *interner, out outcome, ev *meridianv1.Event, which protoreflect.FieldDescriptor) (outcome, error) {
 	g, err := cur.global(out.identity)
 	if err != nil {
 		return out, err
@@ -216,13 +233,29 @@ func (s *stepper) applyResident(cur current, out outcome, ev *meridianv1.Event, 
 	case err != nil:
 		return out, err
 	}
-	pt, err := keystore.Unseal(key.Material, sealed, ev.GetEventId()+":r")
+	var buf *[]byte // the batch's plaintext buffer, if any
+	if b, ok := cur.(*batch); ok {
+		buf = &b.plain
+	}
+	var pt []byte
+	if buf != nil {
+		pt, err = key.UnsealAppend((*buf)[:0], sealed, ev.GetEventId()+":r")
+	} else {
+		pt, err = key.Unseal(sealed, ev.GetEventId()+":r")
+	}
 	if err != nil {
 		return out.quarantine(CodeUnsealFailed, "sealed", err.Error()), nil
 	}
-	plain := &meridianv1.Event{}
-	err = unmarshalOpts.Unmarshal(pt, plain)
-	clear(pt)
+	defer func() {
+		clear(pt)
+		if buf != nil {
+			*buf = pt[:0]
+		}
+	}()
+	pd := getDecoded()
+	defer pd.release()
+	err = pd.decode(pt, in)
+	plain := &pd.ev
 	if err != nil {
 		return out.quarantine(CodeCorrupt, "sealed", fmt.Sprintf("plaintext is not an Event: %v", err)), nil
 	}
@@ -239,11 +272,11 @@ func (s *stepper) applyResident(cur current, out outcome, ev *meridianv1.Event, 
 	if err != nil {
 		return out, err
 	}
-	nr, err := s.merger.Apply(r, plain)
+	nr, eff, err := s.merger.ApplyInPlace(r, plain)
 	if err != nil {
 		return out.quarantineMerge(err), nil
 	}
-	out.kind, out.resident = kindIdentity, nr
+	out.kind, out.resident, out.changed = kindIdentity, nr, eff.Changed
 	return out, nil
 }
 
@@ -269,7 +302,7 @@ func (s *stepper) applyKey(cur current, out outcome, sp region.SubjectParts, ev 
 		out.kind = kindIgnored
 		return out, nil
 	}
-	material, err := keystore.Unwrap(s.zoneKeys, out.identity, dk)
+	material, err := s.unwrap.Unwrap(out.identity, dk)
 	if err != nil {
 		return out.quarantine(CodeKeyUnwrap, "data_key", err.Error()), nil
 	}
@@ -280,7 +313,7 @@ func (s *stepper) applyKey(cur current, out outcome, sp region.SubjectParts, ev 
 
 func (o outcome) quarantine(code, field, reason string) outcome {
 	o.kind, o.code, o.field, o.reason = kindQuarantined, code, field, reason
-	o.global, o.resident, o.erased, o.prune, o.putKey, o.hb = nil, nil, false, false, nil, nil
+	o.global, o.resident, o.changed, o.erased, o.prune, o.putKey, o.hb = nil, nil, false, false, false, nil, nil
 	return o
 }
 
@@ -294,31 +327,4 @@ func (o outcome) quarantineMerge(err error) outcome {
 		return o.quarantine(code, ee.Field, ee.Rule)
 	}
 	return o.quarantine(CodeInvalid, "body", err.Error())
-}
-
-// removalsChanged reports whether a GLOBAL part moved a remove stamp of a
-// set element: removes travel in GLOBAL parts, and the resident state must
-// then be pruned so that it does not keep, say, a removed credential's
-// material at rest.
-func removalsChanged(old, cur *meridianv1.IdentityState) bool {
-	for _, set := range cur.GetSets() {
-		oldSet := findSet(old, set.GetName())
-		if len(oldSet.GetElements()) > len(set.GetElements()) {
-			return true
-		}
-		j := 0
-		for _, e := range set.GetElements() {
-			for j < len(oldSet.GetElements()) && string(oldSet.GetElements()[j].GetKey()) < string(e.GetKey()) {
-				j++
-			}
-			var prev *meridianv1.Stamp
-			if j < len(oldSet.GetElements()) && string(oldSet.GetElements()[j].GetKey()) == string(e.GetKey()) {
-				prev = oldSet.GetElements()[j].GetRemoved()
-			}
-			if e.GetRemoved() != nil && !proto.Equal(prev, e.GetRemoved()) {
-				return true
-			}
-		}
-	}
-	return false
 }

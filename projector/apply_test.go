@@ -38,7 +38,7 @@ func TestApplyStep(t *testing.T) {
 	rand.Read(zk.Key[:])
 	var dataKey [32]byte
 	rand.Read(dataKey[:])
-	s := &stepper{merger: m, zone: "eu", zoneKeys: map[string]keystore.ZoneKey{"eu": zk}}
+	s := &stepper{merger: m, zone: "eu", unwrap: keystore.NewUnwrapper(map[string]keystore.ZoneKey{"eu": zk})}
 	id := "0190f0e0-0000-7000-8000-0000000000aa"
 	cur := &memCurrent{globals: map[string]*meridianv1.IdentityState{}, residents: map[string]*meridianv1.IdentityState{},
 		keys: map[string]keystore.Key{id + "/k1": {ID: "k1", Material: dataKey}}}
@@ -134,12 +134,12 @@ func TestWireIdentityIDMatchesDecode(t *testing.T) {
 		if err != nil {
 			return true // invalid UTF-8: not an event the writer makes
 		}
-		return wireIdentityID(b) == id
+		return string(wireIdentityID(b)) == id
 	}
 	if err := quick.Check(f, nil); err != nil {
 		t.Fatal(err)
 	}
-	if wireIdentityID([]byte{0xff, 0xff}) != "" {
+	if len(wireIdentityID([]byte{0xff, 0xff})) != 0 {
 		t.Fatal("garbage yields an id")
 	}
 }

@@ -25,21 +25,35 @@ var stateMarshal = proto.MarshalOptions{Deterministic: true}
 // cannot be stored (its keys were destroyed outside the projector).
 var errNoKey = errors.New("projector: no data key")
 
-// sealResident encodes and seals st under the identity's current key.
-func sealResident(keys KeyStore, id string, st *meridianv1.IdentityState) ([]byte, error) {
-	key, ok, err := keys.Current(id)
+// sealResident encodes and seals st under the identity's current key, in
+// the batch's scratch buffers: the result is valid until the next call
+// (Pebble copies it).
+func (b *batch) sealResident(en *entry, st *meridianv1.IdentityState) ([]byte, error) {
+	id := en.id
+	key, ok, err := b.currentKey(id)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("projector: seal resident state of %s: %w", id, err)
 	case !ok:
 		return nil, fmt.Errorf("%w for identity %s", errNoKey, id)
 	}
-	pt, err := stateMarshal.MarshalAppend(make([]byte, 0, stateMarshal.Size(st)+16), st)
+	pt, err := b.encodeState(b.pt[:0], en, st)
 	if err != nil {
 		return nil, fmt.Errorf("projector: encode resident state of %s: %w", id, err)
 	}
-	sealed := keystore.Seal(key.Material, key.ID, residentAAD(id), pt) // in place: pt is gone
-	return proto.Marshal(sealed)
+	if cap(pt)-len(pt) < 16 { // no room for the tag: seal into a larger buffer
+		grown := append(make([]byte, 0, 2*len(pt)+16), pt...)
+		clear(pt)
+		pt = grown
+	}
+	sealed := key.Seal(residentAAD(id), pt) // in place: pt is gone
+	b.pt = pt[:0]
+	out, err := proto.MarshalOptions{}.MarshalAppend(b.buf[:0], sealed)
+	if err != nil {
+		return nil, fmt.Errorf("projector: encode sealed resident state of %s: %w", id, err)
+	}
+	b.buf = out
+	return out, nil
 }
 
 // errResidentLost means the stored resident state cannot be opened: its key
@@ -57,7 +71,7 @@ func openResident(keys KeyStore, id string, sealed *meridianv1.Sealed) (*meridia
 	case err != nil:
 		return nil, fmt.Errorf("projector: resident state of %s: %w", id, err)
 	}
-	pt, err := keystore.Unseal(key.Material, sealed, residentAAD(id))
+	pt, err := key.Unseal(sealed, residentAAD(id))
 	if err != nil {
 		return nil, fmt.Errorf("%w: identity %s: %w", errResidentLost, id, err)
 	}

@@ -137,6 +137,43 @@ func BenchmarkProject(b *testing.B) {
 	})
 }
 
+// BenchmarkProjectUpdates is BenchmarkProject's raw consume and rebuild
+// on benchWorldUpdates' stream (meridian bench's replay workload: each
+// batch touches each identity about once).
+func BenchmarkProjectUpdates(b *testing.B) {
+	w := benchWorldUpdates(b, 1500, 20)
+	last := w.lastSeq()
+	b.Run("raw_consume", func(b *testing.B) {
+		var rate float64
+		cpu0 := cpuTime()
+		for b.Loop() {
+			r, err := BenchRawConsume(testCtx(b), w.js, w.stream)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rate = r
+		}
+		b.ReportMetric(rate, "msgs/s")
+		reportCPU(b, cpuTime()-cpu0, last)
+	})
+	b.Run("rebuild", func(b *testing.B) {
+		var rate float64
+		cpu0 := cpuTime()
+		for b.Loop() {
+			st, err := Rebuild(testCtx(b), RebuildConfig{
+				JS: w.js, Stream: w.stream, Dir: filepath.Join(b.TempDir(), "m"), Zone: testZone,
+				Keys: w.keys, ZoneKeys: w.zones, Now: w.now.Load,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rate = st.PerSec
+		}
+		b.ReportMetric(rate, "msgs/s")
+		reportCPU(b, cpuTime()-cpu0, last)
+	})
+}
+
 // BenchmarkRawConsume compares ways of reading the whole stream, to pick
 // the projector's: an ordered consumer with a Consume callback (what pump
 // and BenchRawConsume use), the same with the Messages iterator, ordered
@@ -251,11 +288,63 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
+// benchWorldUpdates fills an inbox as meridian bench does: n identities
+// created, then rounds of TraitsUpdated (a RESIDENT and a GLOBAL trait, so
+// a sealed RESIDENT part and a GLOBAL part each) over them in turn, so
+// that a batch touches each identity about once.
+func benchWorldUpdates(b *testing.B, n, rounds int) *world {
+	b.Helper()
+	w := newWorld(b)
+	ids := make([]string, n)
+	var evs []*meridianv1.Event
+	flush := func() {
+		if len(evs) > 0 {
+			if _, err := w.origin.w.Append(context.Background(), evs...); err != nil {
+				b.Fatal(err)
+			}
+			evs = evs[:0]
+		}
+	}
+	for i := range ids {
+		ids[i] = newID()
+		evs = append(evs, created(ids[i], fmt.Sprintf("user%d@example.org", i), "Bench Person"))
+		if len(evs) >= 200 {
+			flush()
+		}
+	}
+	flush()
+	for r := range rounds {
+		for i, id := range ids {
+			evs = append(evs, withBody(id, &meridianv1.TraitsUpdated{Traits: &meridianv1.Traits{
+				Name: ptr(fmt.Sprintf("Bench Person %d/%d", r, i)), Locale: ptr("de-DE"),
+			}}))
+			if len(evs) >= 500 {
+				flush()
+			}
+		}
+	}
+	flush()
+	w.ship(w.origin)
+	return w
+}
+
 // BenchmarkApplyPath runs the apply path alone (engine.process over
-// messages already in memory, into a fresh read model): the CPU cost per
-// message without NATS.
+// messages already in memory, into a fresh read model, with the default
+// state cache as Rebuild and the projector have it): the CPU cost per
+// message without NATS. workload=identities is benchWorld's (an identity's
+// messages together), workload=updates benchWorldUpdates' (1500
+// identities, 10 rounds of updates).
 func BenchmarkApplyPath(b *testing.B) {
-	w, _ := benchWorld(b, benchIdentities())
+	b.Run("workload=identities", func(b *testing.B) {
+		w, _ := benchWorld(b, benchIdentities())
+		benchApplyPath(b, w)
+	})
+	b.Run("workload=updates", func(b *testing.B) {
+		benchApplyPath(b, benchWorldUpdates(b, 1500, 10))
+	})
+}
+
+func benchApplyPath(b *testing.B, w *world) {
 	msgs := fetchAll(b, w)
 	warm := w.start(func(c *Config) { c.Dir = b.TempDir() })
 	waitInbox(b, warm, w.lastSeq())
@@ -267,7 +356,7 @@ func BenchmarkApplyPath(b *testing.B) {
 	var rate, cpu float64
 	for b.Loop() {
 		b.StopTimer()
-		eng, err := openEngine(engineConfig{dir: b.TempDir(), keys: w.keys, merger: cfg.Merger, zone: testZone, zoneKeys: w.zones, now: cfg.Now, log: cfg.Logger, shards: cfg.ApplyWorkers})
+		eng, err := openEngine(engineConfig{dir: b.TempDir(), keys: w.keys, merger: cfg.Merger, zone: testZone, zoneKeys: w.zones, now: cfg.Now, log: cfg.Logger, shards: cfg.ApplyWorkers, cache: cfg.CacheEntries})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -27,6 +27,16 @@ type engine struct {
 	absent *absentFilter // nil unless the model was empty when opened
 	cache  *stateCache   // nil when disabled
 
+	// commitEvery > 0 defers commits until that many messages are
+	// applied (or a batch erases someone): a rebuild then encodes, seals
+	// and writes an identity updated in many batches once per commit
+	// instead of once per batch. The pending batches hold the states
+	// meanwhile; pendingSeq is the last inbox sequence they applied.
+	commitEvery int
+	pending     []*batch
+	pendingSeq  uint64
+	pendingMsgs int
+
 	// Written only by the applying goroutine, under mu; that goroutine
 	// reads them without the lock.
 	pos         *positions
@@ -57,6 +67,8 @@ type engineConfig struct {
 	readOnly bool
 	shards   int
 	cache    int // state cache entries
+	// commitEvery: see engine.commitEvery (0: commit every batch).
+	commitEvery int
 }
 
 func openEngine(c engineConfig) (*engine, error) {
@@ -66,8 +78,8 @@ func openEngine(c engineConfig) (*engine, error) {
 	}
 	e := &engine{
 		store: st, keys: c.keys, merger: c.merger, now: c.now, log: c.log, shards: max(c.shards, 1),
-		cache: newStateCache(c.cache),
-		step:  &stepper{merger: c.merger, zone: c.zone, zoneKeys: c.zoneKeys},
+		cache: newStateCache(c.cache), commitEvery: c.commitEvery,
+		step: &stepper{merger: c.merger, zone: c.zone, unwrap: keystore.NewUnwrapper(c.zoneKeys)},
 	}
 	e.mu.notify = make(chan struct{})
 	if err := e.load(c.readOnly); err != nil {
@@ -115,12 +127,24 @@ func (e *engine) close() error { return e.store.close() }
 //
 // Messages of different identities commute, so a large batch is split by
 // identity over e.shards goroutines, each applying its share in inbox
-// order, and the shares are joined into one Pebble batch: the result is
-// the same as applying them one by one.
+// order and encoding (and sealing) the states it changed into a Pebble
+// batch of its own; the shares are joined into one Pebble batch: the result
+// is the same as applying them one by one.
 func (e *engine) process(msgs []inMsg) error {
+	err := e.processRun(msgs)
+	if err != nil {
+		// The batch changed the cached states it loaded in place, and
+		// did not commit: forget them, the retry reloads from the store.
+		e.cache.reset()
+		e.dropPending()
+	}
+	return err
+}
+
+func (e *engine) processRun(msgs []inMsg) error {
 	todo := make([]*inMsg, 0, len(msgs))
 	for i := range msgs {
-		if msgs[i].Seq <= e.inboxSeq {
+		if msgs[i].Seq <= max(e.inboxSeq, e.pendingSeq) {
 			e.c.skipped.Add(1)
 			continue
 		}
@@ -129,8 +153,10 @@ func (e *engine) process(msgs []inMsg) error {
 	if len(todo) == 0 {
 		return nil
 	}
+	// Deferred batches keep applying into the same share per identity, so
+	// their split must not change from run to run.
 	shards := e.shards
-	if len(todo) < minShardMsgs*shards {
+	if len(todo) < minShardMsgs*shards && e.commitEvery == 0 {
 		shards = 1
 	}
 	parts := make([][]*inMsg, shards)
@@ -141,38 +167,103 @@ func (e *engine) process(msgs []inMsg) error {
 		}
 		parts[s] = append(parts[s], m)
 	}
-	batches := make([]*batch, shards)
-	errs := make([]error, shards)
-	var wg sync.WaitGroup
-	for s := range shards {
-		batches[s] = newBatch(e)
-		run := func() {
-			for _, m := range parts[s] {
-				if errs[s] = batches[s].add(m); errs[s] != nil {
-					return
-				}
+	batches := e.pending
+	if batches == nil {
+		batches = make([]*batch, shards)
+		for s := range batches {
+			batches[s] = newBatch(e)
+		}
+	}
+	e.pending = nil
+	defer func() {
+		if e.pending == nil {
+			for _, b := range batches {
+				b.close()
 			}
 		}
-		if s == shards-1 {
-			run() // the caller's goroutine takes a share too
-			continue
+	}()
+	if err := e.shardsDo(batches, func(s int, b *batch) error {
+		for _, m := range parts[s] {
+			if err := b.add(m); err != nil {
+				return err
+			}
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			run()
-		}()
+		return nil
+	}); err != nil {
+		return err
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	e.pendingSeq, e.pendingMsgs = todo[len(todo)-1].Seq, e.pendingMsgs+len(todo)
+	erasing := false
+	for _, b := range batches {
+		erasing = erasing || b.n.erased > 0
+	}
+	if e.pendingMsgs < e.commitEvery && !erasing {
+		e.pending = batches // commit later, with more
+		return nil
+	}
+	return e.commitShards(batches)
+}
+
+// flush commits the deferred batches, if any.
+func (e *engine) flush() error {
+	batches := e.pending
+	if batches == nil {
+		return nil
+	}
+	e.pending = nil
+	defer func() {
+		for _, b := range batches {
+			b.close()
+		}
+	}()
+	err := e.commitShards(batches)
+	if err != nil {
+		e.cache.reset()
+		e.dropPending()
+	}
+	return err
+}
+
+// dropPending forgets the deferred batches (their messages are applied
+// again from the stored position).
+func (e *engine) dropPending() {
+	for _, b := range e.pending {
+		b.close()
+	}
+	e.pending, e.pendingSeq, e.pendingMsgs = nil, 0, 0
+}
+
+// commitShards encodes the shares' states in parallel, joins the shares
+// and commits them.
+func (e *engine) commitShards(batches []*batch) error {
+	if err := e.shardsDo(batches, func(_ int, b *batch) error { return b.writeEntries() }); err != nil {
 		return err
 	}
 	b := batches[0]
 	for _, o := range batches[1:] {
-		b.join(o)
+		if err := b.join(o); err != nil {
+			return err
+		}
 	}
-	b.last = todo[len(todo)-1].Seq
+	b.last = e.pendingSeq
+	e.pendingSeq, e.pendingMsgs = 0, 0
 	return e.commit(b)
+}
+
+// shardsDo runs fn for every share on its own goroutine (the caller's
+// takes the last) and waits for all.
+func (e *engine) shardsDo(batches []*batch, fn func(s int, b *batch) error) error {
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for s, b := range batches {
+		if s == len(batches)-1 {
+			errs[s] = fn(s, b)
+			continue
+		}
+		wg.Go(func() { errs[s] = fn(s, b) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // minShardMsgs is the least share worth a goroutine.
@@ -188,12 +279,14 @@ const minShardMsgs = 64
 // come back from a crash holding resident state of a destroyed key.
 func (e *engine) commit(b *batch) error {
 	start := time.Now()
-	wb := e.store.db.NewBatch()
-	defer wb.Close()
-	erase, err := b.write(wb)
-	if err != nil {
+	if err := b.storeKeys(); err != nil {
+		return err
+	}
+	wb := b.wb
+	if err := b.writeMeta(wb); err != nil {
 		return fmt.Errorf("projector: build batch: %w", err)
 	}
+	erase := b.erase
 	opt := pebble.NoSync
 	if len(erase) > 0 {
 		opt = pebble.Sync
@@ -207,7 +300,7 @@ func (e *engine) commit(b *batch) error {
 			e.absent.add(en.id)
 		}
 		if en.globalLoaded {
-			e.cache.put(en.id, cachedState{global: en.global, resident: en.resident, residentKnown: en.residentLoaded})
+			e.cache.put(en.id, cachedState{global: en.global, resident: en.resident, residentKnown: en.residentLoaded, foreign: en.foreign})
 		}
 	}
 	// Counters first: whoever wakes on the notification sees them.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"slices"
 
-	"github.com/cockroachdb/pebble/v2"
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -24,29 +23,37 @@ const (
 	setSessions     = "sessions"
 )
 
-type indexes struct {
-	email, username []byte
-	sessions        []string // sorted
+// indexSnap is what the indexes of a GLOBAL state are made of, taken when
+// a batch loads the state: the batch changes the state in place, but
+// registers and set elements are replaced there, never changed
+// (conflict.Merger.ApplyInPlace), so the snapshot's pointers keep showing
+// the stored values, and an unchanged pointer is an unchanged index entry
+// (no decoding).
+type indexSnap struct {
+	email, username *meridianv1.Register
+	sessions        []*meridianv1.SetElement // sorted by key
 }
 
-func indexesOf(st *meridianv1.IdentityState) indexes {
-	var ix indexes
+func snapIndexes(st *meridianv1.IdentityState) indexSnap {
 	if st == nil || st.GetErased() != nil {
-		return ix
+		return indexSnap{}
 	}
-	ix.email = registerTraits(st, regEmailHash).GetEmailHash()
-	ix.username = registerTraits(st, regUsernameHash).GetUsernameHash()
-	for _, e := range findSet(st, setSessions).GetElements() {
-		if e.GetAdded() != nil {
-			ix.sessions = append(ix.sessions, string(e.GetKey()))
-		}
+	return indexSnap{
+		email:    findRegister(st, regEmailHash),
+		username: findRegister(st, regUsernameHash),
+		sessions: findSet(st, setSessions).GetElements(),
 	}
-	return ix
+}
+
+// stable returns s with its own copy of the session list, which the state
+// it came from may change in place.
+func (s indexSnap) stable() indexSnap {
+	s.sessions = slices.Clone(s.sessions)
+	return s
 }
 
 // registerTraits decodes the Identity a traits register holds.
-func registerTraits(st *meridianv1.IdentityState, path string) *meridianv1.Traits {
-	r := findRegister(st, path)
+func registerTraits(r *meridianv1.Register) *meridianv1.Traits {
 	if r == nil {
 		return nil
 	}
@@ -58,23 +65,48 @@ func registerTraits(st *meridianv1.IdentityState, path string) *meridianv1.Trait
 }
 
 // writeIndexDiff stores what changed from old to cur for identity id.
-func writeIndexDiff(wb *pebble.Batch, id string, old, cur indexes) error {
-	if err := diffHash(wb, pEmail, id, old.email, cur.email); err != nil {
-		return err
-	}
-	if err := diffHash(wb, pUsername, id, old.username, cur.username); err != nil {
-		return err
-	}
-	for _, s := range old.sessions {
-		if _, ok := slices.BinarySearch(cur.sessions, s); !ok {
-			if err := wb.Delete(sessionKey(s), nil); err != nil {
-				return err
-			}
+func writeIndexDiff(wb kvWriter, id string, old, cur indexSnap) error {
+	if old.email != cur.email {
+		if err := diffHash(wb, pEmail, id, registerTraits(old.email).GetEmailHash(), registerTraits(cur.email).GetEmailHash()); err != nil {
+			return err
 		}
 	}
-	for _, s := range cur.sessions {
-		if _, ok := slices.BinarySearch(old.sessions, s); !ok {
-			if err := wb.Set(sessionKey(s), []byte(id), nil); err != nil {
+	if old.username != cur.username {
+		if err := diffHash(wb, pUsername, id, registerTraits(old.username).GetUsernameHash(), registerTraits(cur.username).GetUsernameHash()); err != nil {
+			return err
+		}
+	}
+	// Both lists are sorted by key: walk them together.
+	a, b := old.sessions, cur.sessions
+	for len(a) > 0 || len(b) > 0 {
+		var c int
+		switch {
+		case len(a) == 0:
+			c = 1
+		case len(b) == 0:
+			c = -1
+		case a[0] == b[0]:
+			a, b = a[1:], b[1:]
+			continue
+		default:
+			c = bytes.Compare(a[0].GetKey(), b[0].GetKey())
+		}
+		was := c <= 0 && a[0].GetAdded() != nil
+		is := c >= 0 && b[0].GetAdded() != nil
+		var key []byte
+		if c <= 0 {
+			key, a = a[0].GetKey(), a[1:]
+		}
+		if c >= 0 {
+			key, b = b[0].GetKey(), b[1:]
+		}
+		switch {
+		case was && !is:
+			if err := wb.Delete(sessionKey(string(key)), nil); err != nil {
+				return err
+			}
+		case is && !was:
+			if err := wb.Set(sessionKey(string(key)), []byte(id), nil); err != nil {
 				return err
 			}
 		}
@@ -82,7 +114,7 @@ func writeIndexDiff(wb *pebble.Batch, id string, old, cur indexes) error {
 	return nil
 }
 
-func diffHash(wb *pebble.Batch, prefix byte, id string, old, cur []byte) error {
+func diffHash(wb kvWriter, prefix byte, id string, old, cur []byte) error {
 	if bytes.Equal(old, cur) {
 		return nil
 	}

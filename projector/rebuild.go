@@ -40,7 +40,8 @@ type RebuildConfig struct {
 	BatchSize    int
 	ApplyWorkers int
 	CacheEntries int
-	// Progress, if set, is called after each committed batch.
+	// Progress, if set, is called after each applied batch (Seq is the
+	// last sequence committed: a rebuild commits every few batches).
 	Progress func(RebuildProgress)
 }
 
@@ -107,6 +108,12 @@ func (c *RebuildConfig) validate() error {
 	return errors.Join(errs...)
 }
 
+// rebuildCommitBatches is how many batches a rebuild applies per commit:
+// nobody reads the model while it is rebuilt, so it commits (and encodes
+// and seals each identity's states) once per so many messages, resuming
+// from the last commit if interrupted.
+const rebuildCommitBatches = 16
+
 // Rebuild replays a stream into a read model in a fresh directory through
 // the same apply path as the live projector (so a rebuilt model equals the
 // live one that applied the same messages), up to the stream's last
@@ -123,6 +130,7 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildStats, error) {
 	eng, err := openEngine(engineConfig{
 		dir: cfg.Dir, keys: cfg.Keys, merger: cfg.Merger, zone: cfg.Zone,
 		zoneKeys: cfg.ZoneKeys, now: cfg.Now, log: cfg.Logger, shards: cfg.ApplyWorkers, cache: cfg.CacheEntries,
+		commitEvery: rebuildCommitBatches * cfg.BatchSize,
 	})
 	if err != nil {
 		return RebuildStats{}, err
@@ -178,12 +186,21 @@ func rebuild(ctx context.Context, cfg RebuildConfig, eng *engine, start time.Tim
 		if err := eng.process(msgs[:n]); err != nil {
 			return true, err
 		}
+		if done {
+			if err := eng.flush(); err != nil {
+				return true, err
+			}
+		}
 		st.Messages += uint64(n)
 		if cfg.Progress != nil {
 			cfg.Progress(RebuildProgress{Seq: eng.inboxSeq, LastSeq: st.LastSeq, Messages: st.Messages, Elapsed: time.Since(start)})
 		}
 		return done, nil
 	})
+	// Whatever else stopped it, what was applied is consistent: commit it.
+	if ferr := eng.flush(); err == nil {
+		err = ferr
+	}
 	st.Reached = eng.inboxSeq
 	st.Quarantined = eng.c.quarantined.Load() - quarBefore
 	if err != nil {

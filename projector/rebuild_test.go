@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -91,4 +92,47 @@ func TestRebuildUntil(t *testing.T) {
 	if got.GetTraits().GetName() != "Before" || len(got.GetRoles()) != 1 || got.GetRoles()[0] != "early" {
 		t.Fatalf("point-in-time model %v", got)
 	}
+}
+
+// A rebuild commits every few batches; one interrupted between commits
+// keeps what it applied (committed on the way out), and resuming it gives
+// the live model. Every identity is updated in many batches, so a commit
+// holds states that several batches changed.
+func TestRebuildInterruptedResumes(t *testing.T) {
+	w := newWorld(t)
+	ids := []string{newID(), newID(), newID(), newID()}
+	for i, id := range ids {
+		w.append(created(id, "i"+string(rune('a'+i))+"@example.org", "I"))
+	}
+	for round := range 12 {
+		for _, id := range ids {
+			w.append(withBody(id, &meridianv1.TraitsUpdated{Traits: &meridianv1.Traits{Name: ptr("N" + string(rune('a'+round)))}}), grant(id, "r"+string(rune('a'+round))))
+		}
+	}
+	w.append(erase(ids[2]))
+	p := w.start()
+	w.sync(p)
+	last := w.lastSeq()
+
+	dir := filepath.Join(t.TempDir(), "rebuilt")
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	cfg := RebuildConfig{
+		JS: w.js, Stream: w.stream, Dir: dir, Zone: testZone, Keys: w.keys, ZoneKeys: w.zones, Now: w.now.Load, BatchSize: 2,
+		Progress: func(p RebuildProgress) {
+			if p.Messages >= last/2 {
+				cancel()
+			}
+		},
+	}
+	st, err := Rebuild(ctx, cfg)
+	if !errors.Is(err, context.Canceled) || st.Reached == 0 || st.Reached >= last || st.Reached != st.Messages {
+		t.Fatalf("interrupted rebuild: %+v, %v; want some of %d messages committed", st, err, last)
+	}
+	cfg.Progress = nil
+	st, err = Rebuild(testCtx(t), cfg)
+	if err != nil || !st.Resumed || st.Reached != last {
+		t.Fatalf("resumed rebuild: %+v, %v", st, err)
+	}
+	assertSameModel(t, p, dir, w.keys)
 }

@@ -3,7 +3,6 @@ package projector
 import (
 	"hash/maphash"
 
-	"github.com/meridian-id/meridian/region"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -15,42 +14,42 @@ var shardSeed = maphash.MakeSeed()
 // subject (key records) or from Event.identity_id read straight off the
 // wire, without decoding the event. Messages without one go to shard 0.
 func shardOf(m *inMsg, shards int) int {
-	id := ""
-	if sp, err := region.ParseSubject(m.Subject); err == nil && sp.IdentityID != "" {
-		id = sp.IdentityID
+	var h uint64
+	if sp, err := m.subject(); err == nil && sp.IdentityID != "" {
+		h = maphash.String(shardSeed, sp.IdentityID)
+	} else if id := wireIdentityID(m.Data); len(id) > 0 {
+		h = maphash.Bytes(shardSeed, id)
 	} else {
-		id = wireIdentityID(m.Data)
-	}
-	if id == "" {
 		return 0
 	}
-	return int(maphash.String(shardSeed, id) % uint64(shards))
+	return int(h % uint64(shards))
 }
 
 // identityIDField is Event.identity_id.
 const identityIDField protowire.Number = 2
 
 // wireIdentityID returns the last top-level identity_id in an encoded
-// Event ("" if none or malformed: such a message is quarantined anyway).
-func wireIdentityID(b []byte) string {
-	id := ""
+// Event (empty if none or malformed: such a message is quarantined
+// anyway), as a slice of b.
+func wireIdentityID(b []byte) []byte {
+	var id []byte
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return ""
+			return nil
 		}
 		b = b[n:]
 		if num == identityIDField && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return ""
+				return nil
 			}
-			id, b = string(v), b[n:]
+			id, b = v, b[n:]
 			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return ""
+			return nil
 		}
 		b = b[n:]
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
+	"github.com/meridian-id/meridian/region"
 )
 
 // Splitting a batch over goroutines by identity gives the same model as
@@ -117,6 +118,22 @@ func TestShardedBatchEqualsSerial(t *testing.T) {
 					t.Fatalf("shards=%d: removed credential still at rest: %v", eng.shards, e)
 				}
 			}
+		}
+	}
+}
+
+// parseSubject answers exactly what region.ParseSubject answers.
+func TestParseSubjectMatchesRegion(t *testing.T) {
+	for _, s := range []string{
+		"meridian.eu-west.global.identity_created", "meridian.eu-west.eu.key.id-1", "meridian.eu-west.eu.key",
+		"meridian.eu-west.eu.key.", "meridian.eu-west.eu.key.a.b", "meridian.eu-west.eu.traits_updated.x",
+		"meridian..eu.x", "meridian.a..x", "meridian.a.b.", "meridian.a.b", "meridian.a", "meridian.", "meridian",
+		"other.a.b.c", "", ".", "meridian.a.b.c.", "meridianx.a.b.c", "meridian.a.b.key..",
+	} {
+		want, wantErr := region.ParseSubject(s)
+		got, err := parseSubject(s)
+		if got != want || (err == nil) != (wantErr == nil) || err != nil && err.Error() != wantErr.Error() {
+			t.Errorf("parseSubject(%q) = %+v, %v; region says %+v, %v", s, got, err, want, wantErr)
 		}
 	}
 }

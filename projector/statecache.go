@@ -4,11 +4,12 @@ import meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
 
 // stateCache keeps the decoded states of recently applied identities
 // between batches, so that an identity active across batches is not read
-// back from Pebble, unmarshalled and unsealed for every one. States are
-// immutable once made (the merger returns new ones), so sharing them is
-// safe. It is filled at commit, after the batch is in the model, and read
-// by the apply goroutines of the next batch; the two never overlap, so it
-// needs no lock. Past its size it drops entries at random (map order).
+// back from Pebble, unmarshalled and unsealed for every one. It is filled
+// at commit, after the batch is in the model, and read by the apply
+// goroutines of the next batch; the two never overlap, so it needs no
+// lock. A batch takes over the states it gets from here and changes them
+// in place: a batch that fails resets the cache. Past its size it drops
+// entries at random (map order).
 //
 // The resident states it holds are plaintext in memory, like any state
 // being applied; an erasure replaces the entry with the tombstone.
@@ -23,13 +24,14 @@ type cachedState struct {
 	// residentKnown: resident is what the store holds (possibly nil);
 	// otherwise it was never loaded and must be read from the store.
 	residentKnown bool
+	foreign       bool // see entry.foreign
 }
 
 func newStateCache(max int) *stateCache {
 	if max <= 0 {
 		return nil
 	}
-	return &stateCache{max: max, m: make(map[string]cachedState, min(max, 1<<16))}
+	return &stateCache{max: max, m: make(map[string]cachedState)}
 }
 
 func (c *stateCache) get(id string) (cachedState, bool) {
@@ -38,6 +40,13 @@ func (c *stateCache) get(id string) (cachedState, bool) {
 	}
 	s, ok := c.m[id]
 	return s, ok
+}
+
+// reset empties the cache.
+func (c *stateCache) reset() {
+	if c != nil {
+		clear(c.m)
+	}
 }
 
 func (c *stateCache) put(id string, s cachedState) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -68,6 +69,9 @@ func openStore(dir string, readOnly bool) (*store, error) {
 		Logger:       quietLogger{},
 		ReadOnly:     readOnly,
 	}
+	// Bloom filters: the first touch of an identity new to the model
+	// looks its states up, and should not read every table to miss.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10) // inherited by the other levels
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		cache.Unref()
