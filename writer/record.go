@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
+	"github.com/meridian-id/meridian/region"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// GlobalZone is the subject zone of GLOBAL records (and of heartbeats).
-const GlobalZone = "global"
+// GlobalZone is the subject zone of GLOBAL records (and of heartbeats). It is
+// region's name for it: subjects are spelled in one place only.
+const GlobalZone = region.GlobalZone
 
 // sequenceField is Event.sequence.
 const sequenceField protowire.Number = 5
