@@ -366,7 +366,15 @@ func (n *Node) Close() error {
 
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	errs := []error{n.http.Shutdown(sctx)}
+	var errs []error
+	if err := n.http.Shutdown(sctx); err != nil {
+		// Connections still open after the grace period are closed hard:
+		// a request that outlasts it, or a connection a client dialled but
+		// never used (net/http waits 5 s before it counts those as idle).
+		// Stopping the node must not hang or fail because of a client.
+		n.cfg.Logger.Warn("http shutdown: closing remaining connections", "err", err)
+		errs = append(errs, n.http.Close())
+	}
 	n.cancel()
 	n.wg.Wait()
 	if sh != nil {
