@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -144,6 +145,10 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 		zones: make([]string, 0, 2*len(preps)),
 		ids:   make([]string, 0, len(preps)),
 	}
+	if err := b.fetchKeys(preps); err != nil {
+		claims.abort(ctx)
+		return nil, err
+	}
 	for _, p := range preps {
 		if err := b.add(p); err != nil {
 			claims.abort(ctx)
@@ -258,6 +263,7 @@ type batch struct {
 type batchKey struct {
 	identity string
 	key      keystore.Key
+	emitted  bool // the key record (if the key needs one) is in recs
 }
 
 type newKey struct{ identity, keyID string }
@@ -314,30 +320,68 @@ func (b *batch) add(p *prepared) *Error {
 	return nil
 }
 
-// key returns the identity's current data key, creating it if needed, and
-// emits its wrapped key record (before the resident record that needs it)
-// while the key is not known to be in the log.
-func (b *batch) key(identity string, p *prepared) (keystore.Key, *Error) {
+// fetchKeys looks up the data key of every identity of the request that
+// has a resident part, creating the missing ones with one call of the key
+// store, so that a request naming many new identities waits for one
+// key-store fsync, not one per identity.
+func (b *batch) fetchKeys(preps []*prepared) *Error {
+	var one [1]string
+	ids := one[:0]
+	for _, p := range preps {
+		// Repeats are allowed (the key store answers each); consecutive
+		// ones, the common case, are dropped here.
+		if id := p.ev.IdentityId; p.parts.hasResident && (len(ids) == 0 || ids[len(ids)-1] != id) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) > 1 && !slices.ContainsFunc(ids[1:], func(id string) bool { return id != ids[0] }) {
+		ids = ids[:1]
+	}
+	switch len(ids) {
+	case 0:
+		return nil
+	case 1:
+		// Most requests name one identity: no slices to allocate.
+		k, created, err := b.w.cfg.Keys.CurrentOrCreate(ids[0])
+		if err != nil {
+			return unavailable("data key", err)
+		}
+		b.addKey(ids[0], k, created)
+		return nil
+	}
+	keys, created, err := b.w.cfg.Keys.CurrentOrCreateMany(ids)
+	if err != nil {
+		return unavailable("data key", err)
+	}
+	for i, id := range ids {
+		if b.find(id) < 0 {
+			b.addKey(id, keys[i], created[i])
+		}
+	}
+	return nil
+}
+
+// find returns the index of the identity in b.keys, -1 if absent.
+func (b *batch) find(identity string) int {
 	if b.keyIdx != nil {
 		if i, ok := b.keyIdx[identity]; ok {
-			return b.keys[i].key, nil
+			return i
 		}
-	} else {
-		for _, bk := range b.keys {
-			if bk.identity == identity {
-				return bk.key, nil
-			}
+		return -1
+	}
+	for i, bk := range b.keys {
+		if bk.identity == identity {
+			return i
 		}
 	}
-	w := b.w
-	k, created, err := w.cfg.Keys.CurrentOrCreate(identity)
-	if err != nil {
-		return keystore.Key{}, unavailable("data key", err)
-	}
+	return -1
+}
+
+func (b *batch) addKey(identity string, k keystore.Key, created bool) {
 	if created {
-		w.stats.keysCreated.Add(1)
+		b.w.stats.keysCreated.Add(1)
 	}
-	b.keys = append(b.keys, batchKey{identity, k})
+	b.keys = append(b.keys, batchKey{identity: identity, key: k})
 	if b.keyIdx != nil {
 		b.keyIdx[identity] = len(b.keys) - 1
 	} else if len(b.keys) > 8 {
@@ -346,9 +390,32 @@ func (b *batch) key(identity string, p *prepared) (keystore.Key, *Error) {
 			b.keyIdx[bk.identity] = i
 		}
 	}
+}
+
+// key returns the identity's current data key (fetched by fetchKeys) and
+// emits its wrapped key record (before the resident record that needs it)
+// while the key is not known to be in the log.
+func (b *batch) key(identity string, p *prepared) (keystore.Key, *Error) {
+	i := b.find(identity)
+	if i < 0 {
+		// Not fetched (fetchKeys covers every resident part): look it up.
+		k, created, err := b.w.cfg.Keys.CurrentOrCreate(identity)
+		if err != nil {
+			return keystore.Key{}, unavailable("data key", err)
+		}
+		b.addKey(identity, k, created)
+		i = len(b.keys) - 1
+	}
+	bk := &b.keys[i]
+	if bk.emitted {
+		return bk.key, nil
+	}
+	bk.emitted = true
+	k := bk.key
 	if k.Published {
 		return k, nil
 	}
+	w := b.w
 	u, uerr := uuid.NewV7()
 	if uerr != nil {
 		return keystore.Key{}, unavailable("event id", uerr)
