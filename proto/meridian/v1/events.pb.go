@@ -166,6 +166,14 @@ type Event struct {
 	Part       Part   `protobuf:"varint,9,opt,name=part,proto3,enum=meridian.v1.Part" json:"part,omitempty"`
 	// The RESIDENT part, sealed. Set only on PART_RESIDENT records.
 	Sealed *Sealed `protobuf:"bytes,10,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	// What the writer's region had applied when the event was written; set by
+	// the writer on events that remove set elements (OP_REMOVE). Its presence
+	// selects the observed-remove rule of conflict.AWElement: the remove cuts
+	// the adds of each origin node up to the HLC named here (and those of its
+	// own node up to its own HLC), so an add it did not observe survives. An
+	// event without it (written before the field existed) cuts every add
+	// stamped at or below its own stamp, as it always did.
+	Observed *CausalContext `protobuf:"bytes,11,opt,name=observed,proto3" json:"observed,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Event_IdentityCreated
@@ -283,6 +291,13 @@ func (x *Event) GetPart() Part {
 func (x *Event) GetSealed() *Sealed {
 	if x != nil {
 		return x.Sealed
+	}
+	return nil
+}
+
+func (x *Event) GetObserved() *CausalContext {
+	if x != nil {
+		return x.Observed
 	}
 	return nil
 }
@@ -508,6 +523,55 @@ func (*Event_Heartbeat) isEvent_Body() {}
 
 func (*Event_DataKey) isEvent_Body() {}
 
+// CausalContext is a region's causal context: per origin node, the newest
+// event of that node the region had applied.
+type CausalContext struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Origin node id -> HLC (conflict.Timestamp) of the newest event from that
+	// node applied. A node that is absent (or 0) was not observed at all. Node
+	// ids must not be empty.
+	Hlc           map[string]uint64 `protobuf:"bytes,1,rep,name=hlc,proto3" json:"hlc,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CausalContext) Reset() {
+	*x = CausalContext{}
+	mi := &file_meridian_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CausalContext) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CausalContext) ProtoMessage() {}
+
+func (x *CausalContext) ProtoReflect() protoreflect.Message {
+	mi := &file_meridian_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CausalContext.ProtoReflect.Descriptor instead.
+func (*CausalContext) Descriptor() ([]byte, []int) {
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CausalContext) GetHlc() map[string]uint64 {
+	if x != nil {
+		return x.Hlc
+	}
+	return nil
+}
+
 // IdentityCreated registers an identity in its home region.
 type IdentityCreated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -519,7 +583,7 @@ type IdentityCreated struct {
 
 func (x *IdentityCreated) Reset() {
 	*x = IdentityCreated{}
-	mi := &file_meridian_v1_events_proto_msgTypes[2]
+	mi := &file_meridian_v1_events_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +595,7 @@ func (x *IdentityCreated) String() string {
 func (*IdentityCreated) ProtoMessage() {}
 
 func (x *IdentityCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[2]
+	mi := &file_meridian_v1_events_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +608,7 @@ func (x *IdentityCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityCreated.ProtoReflect.Descriptor instead.
 func (*IdentityCreated) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IdentityCreated) GetHomeRegion() string {
@@ -571,7 +635,7 @@ type TraitsUpdated struct {
 
 func (x *TraitsUpdated) Reset() {
 	*x = TraitsUpdated{}
-	mi := &file_meridian_v1_events_proto_msgTypes[3]
+	mi := &file_meridian_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +647,7 @@ func (x *TraitsUpdated) String() string {
 func (*TraitsUpdated) ProtoMessage() {}
 
 func (x *TraitsUpdated) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[3]
+	mi := &file_meridian_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +660,7 @@ func (x *TraitsUpdated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraitsUpdated.ProtoReflect.Descriptor instead.
 func (*TraitsUpdated) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TraitsUpdated) GetTraits() *Traits {
@@ -618,7 +682,7 @@ type EmailVerified struct {
 
 func (x *EmailVerified) Reset() {
 	*x = EmailVerified{}
-	mi := &file_meridian_v1_events_proto_msgTypes[4]
+	mi := &file_meridian_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +694,7 @@ func (x *EmailVerified) String() string {
 func (*EmailVerified) ProtoMessage() {}
 
 func (x *EmailVerified) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[4]
+	mi := &file_meridian_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +707,7 @@ func (x *EmailVerified) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmailVerified.ProtoReflect.Descriptor instead.
 func (*EmailVerified) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EmailVerified) GetEmail() string {
@@ -670,7 +734,7 @@ type CredentialAdded struct {
 
 func (x *CredentialAdded) Reset() {
 	*x = CredentialAdded{}
-	mi := &file_meridian_v1_events_proto_msgTypes[5]
+	mi := &file_meridian_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +746,7 @@ func (x *CredentialAdded) String() string {
 func (*CredentialAdded) ProtoMessage() {}
 
 func (x *CredentialAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[5]
+	mi := &file_meridian_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +759,7 @@ func (x *CredentialAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialAdded.ProtoReflect.Descriptor instead.
 func (*CredentialAdded) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CredentialAdded) GetCredential() *Credential {
@@ -715,7 +779,7 @@ type CredentialRemoved struct {
 
 func (x *CredentialRemoved) Reset() {
 	*x = CredentialRemoved{}
-	mi := &file_meridian_v1_events_proto_msgTypes[6]
+	mi := &file_meridian_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +791,7 @@ func (x *CredentialRemoved) String() string {
 func (*CredentialRemoved) ProtoMessage() {}
 
 func (x *CredentialRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[6]
+	mi := &file_meridian_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +804,7 @@ func (x *CredentialRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialRemoved.ProtoReflect.Descriptor instead.
 func (*CredentialRemoved) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CredentialRemoved) GetCredentialId() string {
@@ -760,7 +824,7 @@ type RoleGranted struct {
 
 func (x *RoleGranted) Reset() {
 	*x = RoleGranted{}
-	mi := &file_meridian_v1_events_proto_msgTypes[7]
+	mi := &file_meridian_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +836,7 @@ func (x *RoleGranted) String() string {
 func (*RoleGranted) ProtoMessage() {}
 
 func (x *RoleGranted) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[7]
+	mi := &file_meridian_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +849,7 @@ func (x *RoleGranted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGranted.ProtoReflect.Descriptor instead.
 func (*RoleGranted) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoleGranted) GetRole() string {
@@ -805,7 +869,7 @@ type RoleRevoked struct {
 
 func (x *RoleRevoked) Reset() {
 	*x = RoleRevoked{}
-	mi := &file_meridian_v1_events_proto_msgTypes[8]
+	mi := &file_meridian_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +881,7 @@ func (x *RoleRevoked) String() string {
 func (*RoleRevoked) ProtoMessage() {}
 
 func (x *RoleRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[8]
+	mi := &file_meridian_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +894,7 @@ func (x *RoleRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleRevoked.ProtoReflect.Descriptor instead.
 func (*RoleRevoked) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RoleRevoked) GetRole() string {
@@ -850,7 +914,7 @@ type SessionIssued struct {
 
 func (x *SessionIssued) Reset() {
 	*x = SessionIssued{}
-	mi := &file_meridian_v1_events_proto_msgTypes[9]
+	mi := &file_meridian_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +926,7 @@ func (x *SessionIssued) String() string {
 func (*SessionIssued) ProtoMessage() {}
 
 func (x *SessionIssued) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[9]
+	mi := &file_meridian_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +939,7 @@ func (x *SessionIssued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionIssued.ProtoReflect.Descriptor instead.
 func (*SessionIssued) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionIssued) GetSession() *Session {
@@ -895,7 +959,7 @@ type SessionRevoked struct {
 
 func (x *SessionRevoked) Reset() {
 	*x = SessionRevoked{}
-	mi := &file_meridian_v1_events_proto_msgTypes[10]
+	mi := &file_meridian_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +971,7 @@ func (x *SessionRevoked) String() string {
 func (*SessionRevoked) ProtoMessage() {}
 
 func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[10]
+	mi := &file_meridian_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +984,7 @@ func (x *SessionRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRevoked.ProtoReflect.Descriptor instead.
 func (*SessionRevoked) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SessionRevoked) GetSessionId() string {
@@ -942,7 +1006,7 @@ type LoginFailed struct {
 
 func (x *LoginFailed) Reset() {
 	*x = LoginFailed{}
-	mi := &file_meridian_v1_events_proto_msgTypes[11]
+	mi := &file_meridian_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1018,7 @@ func (x *LoginFailed) String() string {
 func (*LoginFailed) ProtoMessage() {}
 
 func (x *LoginFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[11]
+	mi := &file_meridian_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1031,7 @@ func (x *LoginFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginFailed.ProtoReflect.Descriptor instead.
 func (*LoginFailed) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LoginFailed) GetAtUnixMs() int64 {
@@ -994,7 +1058,7 @@ type StateChanged struct {
 
 func (x *StateChanged) Reset() {
 	*x = StateChanged{}
-	mi := &file_meridian_v1_events_proto_msgTypes[12]
+	mi := &file_meridian_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1070,7 @@ func (x *StateChanged) String() string {
 func (*StateChanged) ProtoMessage() {}
 
 func (x *StateChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[12]
+	mi := &file_meridian_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1083,7 @@ func (x *StateChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChanged.ProtoReflect.Descriptor instead.
 func (*StateChanged) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StateChanged) GetStatus() IdentityStatus {
@@ -1040,7 +1104,7 @@ type IdentityErased struct {
 
 func (x *IdentityErased) Reset() {
 	*x = IdentityErased{}
-	mi := &file_meridian_v1_events_proto_msgTypes[13]
+	mi := &file_meridian_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1116,7 @@ func (x *IdentityErased) String() string {
 func (*IdentityErased) ProtoMessage() {}
 
 func (x *IdentityErased) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[13]
+	mi := &file_meridian_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1129,7 @@ func (x *IdentityErased) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityErased.ProtoReflect.Descriptor instead.
 func (*IdentityErased) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *IdentityErased) GetReason() string {
@@ -1086,7 +1150,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_meridian_v1_events_proto_msgTypes[14]
+	mi := &file_meridian_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1162,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[14]
+	mi := &file_meridian_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1175,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Heartbeat) GetSentAtUnixMs() int64 {
@@ -1138,7 +1202,7 @@ type DataKey struct {
 
 func (x *DataKey) Reset() {
 	*x = DataKey{}
-	mi := &file_meridian_v1_events_proto_msgTypes[15]
+	mi := &file_meridian_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1214,7 @@ func (x *DataKey) String() string {
 func (*DataKey) ProtoMessage() {}
 
 func (x *DataKey) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[15]
+	mi := &file_meridian_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1227,7 @@ func (x *DataKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataKey.ProtoReflect.Descriptor instead.
 func (*DataKey) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DataKey) GetKeyId() string {
@@ -1210,7 +1274,7 @@ type ConsistencyToken struct {
 
 func (x *ConsistencyToken) Reset() {
 	*x = ConsistencyToken{}
-	mi := &file_meridian_v1_events_proto_msgTypes[16]
+	mi := &file_meridian_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1286,7 @@ func (x *ConsistencyToken) String() string {
 func (*ConsistencyToken) ProtoMessage() {}
 
 func (x *ConsistencyToken) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[16]
+	mi := &file_meridian_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1299,7 @@ func (x *ConsistencyToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistencyToken.ProtoReflect.Descriptor instead.
 func (*ConsistencyToken) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConsistencyToken) GetOriginRegion() string {
@@ -1269,7 +1333,7 @@ type AppendRequest struct {
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_meridian_v1_events_proto_msgTypes[17]
+	mi := &file_meridian_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1345,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[17]
+	mi := &file_meridian_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1358,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AppendRequest) GetEvents() []*Event {
@@ -1316,7 +1380,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_meridian_v1_events_proto_msgTypes[18]
+	mi := &file_meridian_v1_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1392,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_events_proto_msgTypes[18]
+	mi := &file_meridian_v1_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1405,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_events_proto_rawDescGZIP(), []int{18}
+	return file_meridian_v1_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AppendResponse) GetEventIds() []string {
@@ -1368,7 +1432,7 @@ const file_meridian_v1_events_proto_rawDesc = "" +
 	"\x05nonce\x18\x02 \x01(\fB\x04\x88\xb5\x18\x01R\x05nonce\x12$\n" +
 	"\n" +
 	"ciphertext\x18\x03 \x01(\fB\x04\x88\xb5\x18\x02R\n" +
-	"ciphertext\"\x88\v\n" +
+	"ciphertext\"\xc6\v\n" +
 	"\x05Event\x12\x1f\n" +
 	"\bevent_id\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01R\aeventId\x12%\n" +
 	"\videntity_id\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01R\n" +
@@ -1383,7 +1447,8 @@ const file_meridian_v1_events_proto_rawDesc = "" +
 	"homeRegion\x12+\n" +
 	"\x04part\x18\t \x01(\x0e2\x11.meridian.v1.PartB\x04\x88\xb5\x18\x01R\x04part\x121\n" +
 	"\x06sealed\x18\n" +
-	" \x01(\v2\x13.meridian.v1.SealedB\x04\x88\xb5\x18\x01R\x06sealed\x12O\n" +
+	" \x01(\v2\x13.meridian.v1.SealedB\x04\x88\xb5\x18\x01R\x06sealed\x12<\n" +
+	"\bobserved\x18\v \x01(\v2\x1a.meridian.v1.CausalContextB\x04\x88\xb5\x18\x01R\bobserved\x12O\n" +
 	"\x10identity_created\x18\x14 \x01(\v2\x1c.meridian.v1.IdentityCreatedB\x04\x88\xb5\x18\x01H\x00R\x0fidentityCreated\x12I\n" +
 	"\x0etraits_updated\x18\x15 \x01(\v2\x1a.meridian.v1.TraitsUpdatedB\x04\x88\xb5\x18\x01H\x00R\rtraitsUpdated\x12I\n" +
 	"\x0eemail_verified\x18\x16 \x01(\v2\x1a.meridian.v1.EmailVerifiedB\x04\x88\xb5\x18\x01H\x00R\remailVerified\x12O\n" +
@@ -1398,7 +1463,12 @@ const file_meridian_v1_events_proto_rawDesc = "" +
 	"\x0fidentity_erased\x18\x1f \x01(\v2\x1b.meridian.v1.IdentityErasedB\x04\x88\xb5\x18\x01H\x00R\x0eidentityErased\x12<\n" +
 	"\theartbeat\x18  \x01(\v2\x16.meridian.v1.HeartbeatB\x04\x88\xb5\x18\x01H\x00R\theartbeat\x127\n" +
 	"\bdata_key\x18! \x01(\v2\x14.meridian.v1.DataKeyB\x04\x88\xb5\x18\x01H\x00R\adataKeyB\x06\n" +
-	"\x04body\"\x8c\x01\n" +
+	"\x04body\"\x84\x01\n" +
+	"\rCausalContext\x12;\n" +
+	"\x03hlc\x18\x01 \x03(\v2#.meridian.v1.CausalContext.HlcEntryB\x04\x88\xb5\x18\x01R\x03hlc\x1a6\n" +
+	"\bHlcEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8c\x01\n" +
 	"\x0fIdentityCreated\x128\n" +
 	"\vhome_region\x18\x01 \x01(\tB\x17\x88\xb5\x18\x01\x9a\xb5\x18\vhome_region\xa0\xb5\x18\x01R\n" +
 	"homeRegion\x12?\n" +
@@ -1472,63 +1542,67 @@ func file_meridian_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_meridian_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meridian_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_meridian_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_meridian_v1_events_proto_goTypes = []any{
 	(Part)(0),                 // 0: meridian.v1.Part
 	(*Sealed)(nil),            // 1: meridian.v1.Sealed
 	(*Event)(nil),             // 2: meridian.v1.Event
-	(*IdentityCreated)(nil),   // 3: meridian.v1.IdentityCreated
-	(*TraitsUpdated)(nil),     // 4: meridian.v1.TraitsUpdated
-	(*EmailVerified)(nil),     // 5: meridian.v1.EmailVerified
-	(*CredentialAdded)(nil),   // 6: meridian.v1.CredentialAdded
-	(*CredentialRemoved)(nil), // 7: meridian.v1.CredentialRemoved
-	(*RoleGranted)(nil),       // 8: meridian.v1.RoleGranted
-	(*RoleRevoked)(nil),       // 9: meridian.v1.RoleRevoked
-	(*SessionIssued)(nil),     // 10: meridian.v1.SessionIssued
-	(*SessionRevoked)(nil),    // 11: meridian.v1.SessionRevoked
-	(*LoginFailed)(nil),       // 12: meridian.v1.LoginFailed
-	(*StateChanged)(nil),      // 13: meridian.v1.StateChanged
-	(*IdentityErased)(nil),    // 14: meridian.v1.IdentityErased
-	(*Heartbeat)(nil),         // 15: meridian.v1.Heartbeat
-	(*DataKey)(nil),           // 16: meridian.v1.DataKey
-	(*ConsistencyToken)(nil),  // 17: meridian.v1.ConsistencyToken
-	(*AppendRequest)(nil),     // 18: meridian.v1.AppendRequest
-	(*AppendResponse)(nil),    // 19: meridian.v1.AppendResponse
-	nil,                       // 20: meridian.v1.ConsistencyToken.SequencesEntry
-	(*Traits)(nil),            // 21: meridian.v1.Traits
-	(*Credential)(nil),        // 22: meridian.v1.Credential
-	(*Session)(nil),           // 23: meridian.v1.Session
-	(IdentityStatus)(0),       // 24: meridian.v1.IdentityStatus
+	(*CausalContext)(nil),     // 3: meridian.v1.CausalContext
+	(*IdentityCreated)(nil),   // 4: meridian.v1.IdentityCreated
+	(*TraitsUpdated)(nil),     // 5: meridian.v1.TraitsUpdated
+	(*EmailVerified)(nil),     // 6: meridian.v1.EmailVerified
+	(*CredentialAdded)(nil),   // 7: meridian.v1.CredentialAdded
+	(*CredentialRemoved)(nil), // 8: meridian.v1.CredentialRemoved
+	(*RoleGranted)(nil),       // 9: meridian.v1.RoleGranted
+	(*RoleRevoked)(nil),       // 10: meridian.v1.RoleRevoked
+	(*SessionIssued)(nil),     // 11: meridian.v1.SessionIssued
+	(*SessionRevoked)(nil),    // 12: meridian.v1.SessionRevoked
+	(*LoginFailed)(nil),       // 13: meridian.v1.LoginFailed
+	(*StateChanged)(nil),      // 14: meridian.v1.StateChanged
+	(*IdentityErased)(nil),    // 15: meridian.v1.IdentityErased
+	(*Heartbeat)(nil),         // 16: meridian.v1.Heartbeat
+	(*DataKey)(nil),           // 17: meridian.v1.DataKey
+	(*ConsistencyToken)(nil),  // 18: meridian.v1.ConsistencyToken
+	(*AppendRequest)(nil),     // 19: meridian.v1.AppendRequest
+	(*AppendResponse)(nil),    // 20: meridian.v1.AppendResponse
+	nil,                       // 21: meridian.v1.CausalContext.HlcEntry
+	nil,                       // 22: meridian.v1.ConsistencyToken.SequencesEntry
+	(*Traits)(nil),            // 23: meridian.v1.Traits
+	(*Credential)(nil),        // 24: meridian.v1.Credential
+	(*Session)(nil),           // 25: meridian.v1.Session
+	(IdentityStatus)(0),       // 26: meridian.v1.IdentityStatus
 }
 var file_meridian_v1_events_proto_depIdxs = []int32{
 	0,  // 0: meridian.v1.Event.part:type_name -> meridian.v1.Part
 	1,  // 1: meridian.v1.Event.sealed:type_name -> meridian.v1.Sealed
-	3,  // 2: meridian.v1.Event.identity_created:type_name -> meridian.v1.IdentityCreated
-	4,  // 3: meridian.v1.Event.traits_updated:type_name -> meridian.v1.TraitsUpdated
-	5,  // 4: meridian.v1.Event.email_verified:type_name -> meridian.v1.EmailVerified
-	6,  // 5: meridian.v1.Event.credential_added:type_name -> meridian.v1.CredentialAdded
-	7,  // 6: meridian.v1.Event.credential_removed:type_name -> meridian.v1.CredentialRemoved
-	8,  // 7: meridian.v1.Event.role_granted:type_name -> meridian.v1.RoleGranted
-	9,  // 8: meridian.v1.Event.role_revoked:type_name -> meridian.v1.RoleRevoked
-	10, // 9: meridian.v1.Event.session_issued:type_name -> meridian.v1.SessionIssued
-	11, // 10: meridian.v1.Event.session_revoked:type_name -> meridian.v1.SessionRevoked
-	12, // 11: meridian.v1.Event.login_failed:type_name -> meridian.v1.LoginFailed
-	13, // 12: meridian.v1.Event.state_changed:type_name -> meridian.v1.StateChanged
-	14, // 13: meridian.v1.Event.identity_erased:type_name -> meridian.v1.IdentityErased
-	15, // 14: meridian.v1.Event.heartbeat:type_name -> meridian.v1.Heartbeat
-	16, // 15: meridian.v1.Event.data_key:type_name -> meridian.v1.DataKey
-	21, // 16: meridian.v1.IdentityCreated.traits:type_name -> meridian.v1.Traits
-	21, // 17: meridian.v1.TraitsUpdated.traits:type_name -> meridian.v1.Traits
-	22, // 18: meridian.v1.CredentialAdded.credential:type_name -> meridian.v1.Credential
-	23, // 19: meridian.v1.SessionIssued.session:type_name -> meridian.v1.Session
-	24, // 20: meridian.v1.StateChanged.status:type_name -> meridian.v1.IdentityStatus
-	20, // 21: meridian.v1.ConsistencyToken.sequences:type_name -> meridian.v1.ConsistencyToken.SequencesEntry
-	2,  // 22: meridian.v1.AppendRequest.events:type_name -> meridian.v1.Event
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	3,  // 2: meridian.v1.Event.observed:type_name -> meridian.v1.CausalContext
+	4,  // 3: meridian.v1.Event.identity_created:type_name -> meridian.v1.IdentityCreated
+	5,  // 4: meridian.v1.Event.traits_updated:type_name -> meridian.v1.TraitsUpdated
+	6,  // 5: meridian.v1.Event.email_verified:type_name -> meridian.v1.EmailVerified
+	7,  // 6: meridian.v1.Event.credential_added:type_name -> meridian.v1.CredentialAdded
+	8,  // 7: meridian.v1.Event.credential_removed:type_name -> meridian.v1.CredentialRemoved
+	9,  // 8: meridian.v1.Event.role_granted:type_name -> meridian.v1.RoleGranted
+	10, // 9: meridian.v1.Event.role_revoked:type_name -> meridian.v1.RoleRevoked
+	11, // 10: meridian.v1.Event.session_issued:type_name -> meridian.v1.SessionIssued
+	12, // 11: meridian.v1.Event.session_revoked:type_name -> meridian.v1.SessionRevoked
+	13, // 12: meridian.v1.Event.login_failed:type_name -> meridian.v1.LoginFailed
+	14, // 13: meridian.v1.Event.state_changed:type_name -> meridian.v1.StateChanged
+	15, // 14: meridian.v1.Event.identity_erased:type_name -> meridian.v1.IdentityErased
+	16, // 15: meridian.v1.Event.heartbeat:type_name -> meridian.v1.Heartbeat
+	17, // 16: meridian.v1.Event.data_key:type_name -> meridian.v1.DataKey
+	21, // 17: meridian.v1.CausalContext.hlc:type_name -> meridian.v1.CausalContext.HlcEntry
+	23, // 18: meridian.v1.IdentityCreated.traits:type_name -> meridian.v1.Traits
+	23, // 19: meridian.v1.TraitsUpdated.traits:type_name -> meridian.v1.Traits
+	24, // 20: meridian.v1.CredentialAdded.credential:type_name -> meridian.v1.Credential
+	25, // 21: meridian.v1.SessionIssued.session:type_name -> meridian.v1.Session
+	26, // 22: meridian.v1.StateChanged.status:type_name -> meridian.v1.IdentityStatus
+	22, // 23: meridian.v1.ConsistencyToken.sequences:type_name -> meridian.v1.ConsistencyToken.SequencesEntry
+	2,  // 24: meridian.v1.AppendRequest.events:type_name -> meridian.v1.Event
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_meridian_v1_events_proto_init() }
@@ -1560,7 +1634,7 @@ func file_meridian_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meridian_v1_events_proto_rawDesc), len(file_meridian_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -319,28 +319,41 @@ func (x *SetState) GetElements() []*SetElement {
 	return nil
 }
 
-// SetElement is one element of a set and its causal metadata.
+// SetElement is one element of a set and its causal metadata
+// (conflict.AWElement): per origin node the newest add that survives, and
+// the cuts of the removes.
 //
-// A remove observes, as a causal cut, every add whose stamp is at or below its
-// own (HLC respects happened-before, so every add the remover could have seen
-// is inside the cut). The element is present while its largest add stamp is
-// above the largest remove stamp; only those two stamps matter, so nothing
-// else is kept. When a remove covers the add, value and added are dropped and
-// only the key and the cut stay, to reject late adds.
+// A remove carrying a causal context (Event.observed) cuts, per origin node,
+// every add at or below the HLC it had observed of that node (its own node:
+// its own HLC); the element keeps per node the largest such cut (cuts). A
+// remove without a context (older logs) cuts every add whose stamp is at or
+// below its own (removed). An add survives when it is above the cut of its
+// node and above removed; the element is present while some add survives.
+// Per node only the newest add can matter, so an element holds at most one
+// add and one cut per origin node: added/value is the newest surviving add,
+// other_adds the newest surviving add of each other node. Adds that a cut
+// covers are dropped, and the cuts stay to reject late adds.
 type SetElement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Scalar elements: the element value itself (string and bytes as is, other
 	// kinds in their protowire encoding). Message elements: the encoded value
 	// of the element's (key) field.
 	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// Stamp of the newest add; unset when removed.
+	// Stamp of the newest surviving add; unset when the element is absent.
 	Added *Stamp `protobuf:"bytes,2,opt,name=added,proto3" json:"added,omitempty"`
 	// Message elements: the deterministically marshalled element of the newest
-	// add, the union of the fields of its GLOBAL and RESIDENT parts (which
-	// share the stamp). Empty for scalar elements.
+	// surviving add, the union of the fields of its GLOBAL and RESIDENT parts
+	// (which share the stamp). Empty for scalar elements.
 	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	// Largest remove stamp (ADD_WINS_SET only).
-	Removed       *Stamp `protobuf:"bytes,4,opt,name=removed,proto3" json:"removed,omitempty"`
+	// Largest stamp of a remove without a causal context (ADD_WINS_SET only):
+	// it cuts every add stamped at or below it, whatever the add's node.
+	Removed *Stamp `protobuf:"bytes,4,opt,name=removed,proto3" json:"removed,omitempty"`
+	// The newest surviving add of each origin node other than added's, sorted
+	// by node, older than added (ADD_WINS_SET only; usually empty).
+	OtherAdds []*NodeAdd `protobuf:"bytes,5,rep,name=other_adds,json=otherAdds,proto3" json:"other_adds,omitempty"`
+	// Per origin node, the largest cut of the removes that carried a causal
+	// context, sorted by node, each above 0 (ADD_WINS_SET only).
+	Cuts          []*NodeCut `protobuf:"bytes,6,rep,name=cuts,proto3" json:"cuts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -403,6 +416,129 @@ func (x *SetElement) GetRemoved() *Stamp {
 	return nil
 }
 
+func (x *SetElement) GetOtherAdds() []*NodeAdd {
+	if x != nil {
+		return x.OtherAdds
+	}
+	return nil
+}
+
+func (x *SetElement) GetCuts() []*NodeCut {
+	if x != nil {
+		return x.Cuts
+	}
+	return nil
+}
+
+// NodeAdd is the newest surviving add of one origin node (the node is the
+// stamp's).
+type NodeAdd struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Stamp *Stamp                 `protobuf:"bytes,1,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	// As SetElement.value.
+	Value         []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeAdd) Reset() {
+	*x = NodeAdd{}
+	mi := &file_meridian_v1_state_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAdd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAdd) ProtoMessage() {}
+
+func (x *NodeAdd) ProtoReflect() protoreflect.Message {
+	mi := &file_meridian_v1_state_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAdd.ProtoReflect.Descriptor instead.
+func (*NodeAdd) Descriptor() ([]byte, []int) {
+	return file_meridian_v1_state_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NodeAdd) GetStamp() *Stamp {
+	if x != nil {
+		return x.Stamp
+	}
+	return nil
+}
+
+func (x *NodeAdd) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+// NodeCut removes every add of node whose HLC is at or below hlc.
+type NodeCut struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// conflict.Timestamp.
+	Hlc           uint64 `protobuf:"varint,2,opt,name=hlc,proto3" json:"hlc,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeCut) Reset() {
+	*x = NodeCut{}
+	mi := &file_meridian_v1_state_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeCut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeCut) ProtoMessage() {}
+
+func (x *NodeCut) ProtoReflect() protoreflect.Message {
+	mi := &file_meridian_v1_state_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeCut.ProtoReflect.Descriptor instead.
+func (*NodeCut) Descriptor() ([]byte, []int) {
+	return file_meridian_v1_state_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NodeCut) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeCut) GetHlc() uint64 {
+	if x != nil {
+		return x.Hlc
+	}
+	return 0
+}
+
 // CounterState is a per-origin grow-only counter. Each origin's share is the
 // set of log sequences of the increment events it wrote, so that a
 // redelivered event never counts twice and any two replicas join by union.
@@ -419,7 +555,7 @@ type CounterState struct {
 
 func (x *CounterState) Reset() {
 	*x = CounterState{}
-	mi := &file_meridian_v1_state_proto_msgTypes[5]
+	mi := &file_meridian_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +567,7 @@ func (x *CounterState) String() string {
 func (*CounterState) ProtoMessage() {}
 
 func (x *CounterState) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_state_proto_msgTypes[5]
+	mi := &file_meridian_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +580,7 @@ func (x *CounterState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CounterState.ProtoReflect.Descriptor instead.
 func (*CounterState) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_meridian_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CounterState) GetName() string {
@@ -473,7 +609,7 @@ type CounterShare struct {
 
 func (x *CounterShare) Reset() {
 	*x = CounterShare{}
-	mi := &file_meridian_v1_state_proto_msgTypes[6]
+	mi := &file_meridian_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +621,7 @@ func (x *CounterShare) String() string {
 func (*CounterShare) ProtoMessage() {}
 
 func (x *CounterShare) ProtoReflect() protoreflect.Message {
-	mi := &file_meridian_v1_state_proto_msgTypes[6]
+	mi := &file_meridian_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +634,7 @@ func (x *CounterShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CounterShare.ProtoReflect.Descriptor instead.
 func (*CounterShare) Descriptor() ([]byte, []int) {
-	return file_meridian_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_meridian_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CounterShare) GetNode() string {
@@ -540,13 +676,22 @@ const file_meridian_v1_state_proto_rawDesc = "" +
 	"\x05value\x18\x03 \x01(\fR\x05value\"S\n" +
 	"\bSetState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
-	"\belements\x18\x02 \x03(\v2\x17.meridian.v1.SetElementR\belements\"\x8c\x01\n" +
+	"\belements\x18\x02 \x03(\v2\x17.meridian.v1.SetElementR\belements\"\xeb\x01\n" +
 	"\n" +
 	"SetElement\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12(\n" +
 	"\x05added\x18\x02 \x01(\v2\x12.meridian.v1.StampR\x05added\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12,\n" +
-	"\aremoved\x18\x04 \x01(\v2\x12.meridian.v1.StampR\aremoved\"U\n" +
+	"\aremoved\x18\x04 \x01(\v2\x12.meridian.v1.StampR\aremoved\x123\n" +
+	"\n" +
+	"other_adds\x18\x05 \x03(\v2\x14.meridian.v1.NodeAddR\totherAdds\x12(\n" +
+	"\x04cuts\x18\x06 \x03(\v2\x14.meridian.v1.NodeCutR\x04cuts\"I\n" +
+	"\aNodeAdd\x12(\n" +
+	"\x05stamp\x18\x01 \x01(\v2\x12.meridian.v1.StampR\x05stamp\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"/\n" +
+	"\aNodeCut\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03hlc\x18\x02 \x01(\x04R\x03hlc\"U\n" +
 	"\fCounterState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\x06shares\x18\x02 \x03(\v2\x19.meridian.v1.CounterShareR\x06shares\"@\n" +
@@ -566,32 +711,37 @@ func file_meridian_v1_state_proto_rawDescGZIP() []byte {
 	return file_meridian_v1_state_proto_rawDescData
 }
 
-var file_meridian_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_meridian_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_meridian_v1_state_proto_goTypes = []any{
 	(*IdentityState)(nil), // 0: meridian.v1.IdentityState
 	(*Stamp)(nil),         // 1: meridian.v1.Stamp
 	(*Register)(nil),      // 2: meridian.v1.Register
 	(*SetState)(nil),      // 3: meridian.v1.SetState
 	(*SetElement)(nil),    // 4: meridian.v1.SetElement
-	(*CounterState)(nil),  // 5: meridian.v1.CounterState
-	(*CounterShare)(nil),  // 6: meridian.v1.CounterShare
+	(*NodeAdd)(nil),       // 5: meridian.v1.NodeAdd
+	(*NodeCut)(nil),       // 6: meridian.v1.NodeCut
+	(*CounterState)(nil),  // 7: meridian.v1.CounterState
+	(*CounterShare)(nil),  // 8: meridian.v1.CounterShare
 }
 var file_meridian_v1_state_proto_depIdxs = []int32{
 	2,  // 0: meridian.v1.IdentityState.registers:type_name -> meridian.v1.Register
 	2,  // 1: meridian.v1.IdentityState.max_registers:type_name -> meridian.v1.Register
 	3,  // 2: meridian.v1.IdentityState.sets:type_name -> meridian.v1.SetState
-	5,  // 3: meridian.v1.IdentityState.counters:type_name -> meridian.v1.CounterState
+	7,  // 3: meridian.v1.IdentityState.counters:type_name -> meridian.v1.CounterState
 	1,  // 4: meridian.v1.IdentityState.erased:type_name -> meridian.v1.Stamp
 	1,  // 5: meridian.v1.Register.stamp:type_name -> meridian.v1.Stamp
 	4,  // 6: meridian.v1.SetState.elements:type_name -> meridian.v1.SetElement
 	1,  // 7: meridian.v1.SetElement.added:type_name -> meridian.v1.Stamp
 	1,  // 8: meridian.v1.SetElement.removed:type_name -> meridian.v1.Stamp
-	6,  // 9: meridian.v1.CounterState.shares:type_name -> meridian.v1.CounterShare
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	5,  // 9: meridian.v1.SetElement.other_adds:type_name -> meridian.v1.NodeAdd
+	6,  // 10: meridian.v1.SetElement.cuts:type_name -> meridian.v1.NodeCut
+	1,  // 11: meridian.v1.NodeAdd.stamp:type_name -> meridian.v1.Stamp
+	8,  // 12: meridian.v1.CounterState.shares:type_name -> meridian.v1.CounterShare
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_meridian_v1_state_proto_init() }
@@ -605,7 +755,7 @@ func file_meridian_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meridian_v1_state_proto_rawDesc), len(file_meridian_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
