@@ -85,14 +85,20 @@ func (m *Merger) applyMsg(s *meridianv1.IdentityState, ev protoreflect.Message, 
 	var id, eventID, node string
 	var hlc, seq uint64
 	var part meridianv1.Part
+	var observed map[string]uint64 // the causal context, if hasCtx
+	var hasCtx bool
 	if typed != nil && m.typed {
 		id, eventID, node = typed.GetIdentityId(), typed.GetEventId(), typed.GetOriginNode()
 		hlc, seq, part = typed.GetHlc(), typed.GetSequence(), typed.GetPart()
+		if ctx := typed.GetObserved(); ctx != nil {
+			observed, hasCtx = ctx.GetHlc(), true
+		}
 	} else {
 		str := func(fd protoreflect.FieldDescriptor) string { return ev.Get(fd).String() }
 		id, eventID, node = str(m.env.identityID), str(m.env.eventID), str(m.env.node)
 		hlc, seq = ev.Get(m.env.hlc).Uint(), ev.Get(m.env.sequence).Uint()
 		part = meridianv1.Part(ev.Get(m.env.part).Enum())
+		observed, hasCtx = m.observedOf(ev)
 	}
 	switch {
 	case id == "":
@@ -107,6 +113,11 @@ func (m *Merger) applyMsg(s *meridianv1.IdentityState, ev protoreflect.Message, 
 		return nil, Effect{}, eventErr("part", "%v is not a part of an identity event", part)
 	case s != nil && s.GetIdentityId() != "" && s.GetIdentityId() != id:
 		return nil, Effect{}, eventErr("identity_id", "event for %s applied to the state of %s", id, s.GetIdentityId())
+	}
+	if hasCtx {
+		if err := checkObserved(observed); err != nil {
+			return nil, Effect{}, err
+		}
 	}
 	body := ev.Get(which).Message()
 	if part != meridianv1.Part_PART_UNSPECIFIED && !residencyOK(body, plan.res, part) {
@@ -146,6 +157,14 @@ func (m *Merger) applyMsg(s *meridianv1.IdentityState, ev protoreflect.Message, 
 		}
 		if err != nil {
 			return nil, Effect{}, err
+		}
+	}
+	if hasCtx {
+		for _, w := range a.elems {
+			if w.remove {
+				a.cuts = ObservedCuts(a.stamp, observed)
+				break
+			}
 		}
 	}
 
@@ -225,6 +244,9 @@ type applier struct {
 	pb    *meridianv1.Stamp // stamp as stored, shared by every write of the event
 	seq   uint64
 	erase bool
+	// cuts are the per-node cuts of the event's removes when it carries a
+	// causal context (Event.observed); nil: its removes cut by its stamp.
+	cuts  []NodeCut
 	regs  []regWrite
 	elems []elemWrite
 	incs  []*target
@@ -456,23 +478,31 @@ func (a *applier) updateElement(w elemWrite) {
 		old = elementFromPB(oldPB)
 	}
 	var e AWElement[[]byte]
-	if w.remove {
+	switch {
+	case w.remove && a.cuts != nil:
+		e = old.Merge(AWElement[[]byte]{Cuts: a.cuts}, nil)
+	case w.remove:
 		e = old.Remove(a.stamp)
-	} else {
+	default:
 		e = old.Add(a.stamp, w.payload, t.join)
 	}
-	if found && e.Added == old.Added && e.Removed == old.Removed && bytes.Equal(e.Payload, old.Payload) {
+	if t.rule == meridianv1.MergeRule_MERGE_RULE_GROW_ONLY_SET {
+		e = e.newestOnly()
+	}
+	if found && sameElement(e, old) {
 		return
 	}
-	if !e.Removed.IsZero() && e.Removed != old.Removed {
+	if e.Removed != old.Removed || !slices.Equal(e.Cuts, old.Cuts) {
 		a.eff.Removed = true
 	}
 	a.eff.Changed = true
 	pb := &meridianv1.SetElement{
-		Key:     w.key,
-		Added:   a.reuseStamp(e.Added, old.Added, oldPB.GetAdded()),
-		Value:   e.Payload,
-		Removed: a.reuseStamp(e.Removed, old.Removed, oldPB.GetRemoved()),
+		Key:       w.key,
+		Added:     a.reuseStamp(e.Added, old.Added, oldPB.GetAdded()),
+		Value:     e.Payload,
+		Removed:   a.reuseStamp(e.Removed, old.Removed, oldPB.GetRemoved()),
+		OtherAdds: a.othersPB(e.Others, old.Others, oldPB.GetOtherAdds()),
+		Cuts:      cutsPB(e.Cuts, old.Cuts, oldPB.GetCuts()),
 	}
 	if !a.inPlace && !a.own.sets {
 		a.out.Sets, a.own.sets = append(make([]*meridianv1.SetState, 0, len(a.out.Sets)+1), a.out.Sets...), true
@@ -507,6 +537,54 @@ func (a *applier) reuseStamp(s, old Stamp, oldPB *meridianv1.Stamp) *meridianv1.
 		return oldPB
 	}
 	return stampToPB(s)
+}
+
+// othersPB returns an element's other adds as stored, the old element's
+// when they did not change.
+func (a *applier) othersPB(others, old []AWAdd[[]byte], oldPB []*meridianv1.NodeAdd) []*meridianv1.NodeAdd {
+	if len(others) == len(oldPB) && slices.EqualFunc(others, old, func(x, y AWAdd[[]byte]) bool {
+		return x.Stamp == y.Stamp && bytes.Equal(x.Payload, y.Payload)
+	}) {
+		return oldPB
+	}
+	return othersToPB(others, func(s Stamp) *meridianv1.Stamp {
+		if s == a.stamp {
+			return a.stampPB()
+		}
+		return stampToPB(s)
+	})
+}
+
+// cutsPB returns an element's cuts as stored, the old element's when they
+// did not change.
+func cutsPB(cuts, old []NodeCut, oldPB []*meridianv1.NodeCut) []*meridianv1.NodeCut {
+	if len(cuts) == len(oldPB) && slices.Equal(cuts, old) {
+		return oldPB
+	}
+	return cutsToPB(cuts)
+}
+
+// observedOf reads the causal context of an event through reflection
+// (schemas without Event.observed have none).
+func (m *Merger) observedOf(ev protoreflect.Message) (map[string]uint64, bool) {
+	if m.env.observed == nil || !ev.Has(m.env.observed) {
+		return nil, false
+	}
+	mp := ev.Get(m.env.observed).Message().Get(m.env.observedHLC).Map()
+	out := make(map[string]uint64, mp.Len())
+	mp.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+		out[k.String()] = v.Uint()
+		return true
+	})
+	return out, true
+}
+
+// checkObserved refuses a causal context naming an empty node id.
+func checkObserved(observed map[string]uint64) error {
+	if _, ok := observed[""]; ok {
+		return eventErr("observed.hlc", "a node id must not be empty (the context maps origin node ids to the HLC of the newest event of that node observed)")
+	}
+	return nil
 }
 
 // increment counts this event once in its origin's share. The share is the

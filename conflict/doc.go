@@ -5,6 +5,13 @@
 // options from the meridianv1 descriptors and applies identity events to a
 // generic, proto-serialisable meridianv1.IdentityState.
 //
+// Sets are observed-remove: a remove carrying a causal context
+// (Event.observed, per origin node the newest event its region had applied)
+// removes only the adds it observed, so a concurrent add it did not see wins
+// even when stamped below it; see AWElement. An element keeps at most one
+// add and one cut per origin node. Removes without a context (older logs)
+// keep the old rule, a cut at their own stamp.
+//
 // The projector's loop: decode an event part; if Erased(global state) drop
 // it; state = Apply(state of its part, part) (ApplyInPlace on a state it
 // owns); store the state; serve View(global, resident). Merge joins states (replicas, rebuilds), Prune

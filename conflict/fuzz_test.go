@@ -19,7 +19,10 @@ func FuzzDecodeApply(f *testing.F) {
 	evs := genEvents(r, 40)
 	states := applyByIdentity(f, m, evs)
 	stateBytes, _ := proto.Marshal(states["id1"])
-	for _, ev := range append(evs, parts(m, evs)...) {
+	// Removes with random causal contexts (Event.observed) too.
+	ctxEvs := genEvents(r, 40)
+	randomContexts(r, ctxEvs)
+	for _, ev := range append(append(evs, parts(m, evs)...), ctxEvs...) {
 		b, err := proto.Marshal(ev)
 		if err != nil {
 			f.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"testing"
 
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
@@ -116,16 +117,17 @@ func checkEffect(t *testing.T, what string, before, after *meridianv1.IdentitySt
 				old = before.GetSets()[i]
 			}
 			for _, e := range set.GetElements() {
-				var prev *meridianv1.Stamp
+				var prev *meridianv1.SetElement
 				if j, ok := findElement(old.GetElements(), e.GetKey()); ok {
-					prev = old.GetElements()[j].GetRemoved()
+					prev = old.GetElements()[j]
 				}
-				removed = removed || e.GetRemoved() != nil && !proto.Equal(prev, e.GetRemoved())
+				removed = removed || e.GetRemoved() != nil && !proto.Equal(prev.GetRemoved(), e.GetRemoved()) ||
+					!slices.EqualFunc(prev.GetCuts(), e.GetCuts(), func(x, y *meridianv1.NodeCut) bool { return proto.Equal(x, y) })
 			}
 		}
 	}
 	if eff.Removed != removed {
-		t.Fatalf("%s: Effect.Removed = %v, a remove stamp moved: %v", what, eff.Removed, removed)
+		t.Fatalf("%s: Effect.Removed = %v, a remove cut moved: %v", what, eff.Removed, removed)
 	}
 }
 

@@ -43,11 +43,16 @@ func (m *Merger) Merge(a, b *meridianv1.IdentityState) *meridianv1.IdentityState
 	out.MaxRegisters = joinSorted(a.GetMaxRegisters(), b.GetMaxRegisters(), byPath,
 		pick(func(x, y *meridianv1.Register) bool { return m.maxLess(x.GetPath(), x, y) }))
 	out.Sets = joinSorted(a.GetSets(), b.GetSets(), byKey((*meridianv1.SetState).GetName), func(x, y *meridianv1.SetState) *meridianv1.SetState {
-		join := m.joinFor(m.targets[x.GetName()])
+		t := m.targets[x.GetName()]
+		join := m.joinFor(t)
 		elems := joinSorted(x.GetElements(), y.GetElements(),
 			func(p, q *meridianv1.SetElement) int { return bytes.Compare(p.GetKey(), q.GetKey()) },
 			func(p, q *meridianv1.SetElement) *meridianv1.SetElement {
-				return elementToPB(p.GetKey(), elementFromPB(p).Merge(elementFromPB(q), join))
+				e := elementFromPB(p).Merge(elementFromPB(q), join)
+				if t != nil && t.rule == meridianv1.MergeRule_MERGE_RULE_GROW_ONLY_SET {
+					e = e.newestOnly()
+				}
+				return elementToPB(p.GetKey(), e)
 			})
 		return &meridianv1.SetState{Name: x.GetName(), Elements: elems}
 	})

@@ -17,6 +17,10 @@ type primOp struct {
 	Key   uint8
 	Val   int
 	Stamp Stamp
+	// Ctx is a random causal context (used by removes of the add-wins set
+	// when HasCtx): per node, an HLC from the same small range as stamps.
+	Ctx    map[string]Timestamp
+	HasCtx bool
 }
 
 type primOps []primOp
@@ -33,13 +37,34 @@ func (primOps) Generate(r *rand.Rand, size int) reflect.Value {
 			Key:  uint8(r.Intn(4)),
 			Val:  r.Intn(10),
 			Stamp: Stamp{
-				HLC:     MakeTimestamp(int64(r.Intn(5)), uint16(r.Intn(3))),
+				// Never 0, which no event has (Apply refuses it).
+				HLC:     max(1, MakeTimestamp(int64(r.Intn(5)), uint16(r.Intn(3)))),
 				Node:    testNodes[r.Intn(len(testNodes))],
 				EventID: fmt.Sprintf("e%03d", i),
 			},
 		}
+		if r.Intn(3) != 0 {
+			ops[i].HasCtx = true
+			for _, n := range testNodes {
+				switch r.Intn(4) {
+				case 0: // not observed at all
+				case 1:
+					ops[i].Ctx = withCtx(ops[i].Ctx, n, 0)
+				default:
+					ops[i].Ctx = withCtx(ops[i].Ctx, n, MakeTimestamp(int64(r.Intn(5)), uint16(r.Intn(3))))
+				}
+			}
+		}
 	}
 	return reflect.ValueOf(ops)
+}
+
+func withCtx(ctx map[string]Timestamp, n string, h Timestamp) map[string]Timestamp {
+	if ctx == nil {
+		ctx = map[string]Timestamp{}
+	}
+	ctx[n] = h
+	return ctx
 }
 
 // sortedOps returns ops in the total order of their stamps.
@@ -54,7 +79,7 @@ type crdtLaws[S any] struct {
 	apply     func(S, primOp) S
 	merge     func(S, S) S
 	equal     func(S, S) bool
-	reference func(sorted primOps) S // naive fold in stamp order
+	reference func(sorted primOps) S // naive fold in stamp order, or the specification
 }
 
 // replicas deals ops to three replicas, some ops to several and some twice,
@@ -218,8 +243,11 @@ func awsView(s AddWinsSet[uint8, int]) map[uint8]int {
 func TestAddWinsSetLaws(t *testing.T) {
 	checkLaws(t, crdtLaws[AddWinsSet[uint8, int]]{
 		apply: func(s AddWinsSet[uint8, int], op primOp) AddWinsSet[uint8, int] {
-			if op.Kind%2 == 0 {
+			switch {
+			case op.Kind%2 == 0:
 				return s.Add(op.Key, op.Stamp, op.Val)
+			case op.HasCtx:
+				return s.RemoveObserved(op.Key, op.Stamp, op.Ctx)
 			}
 			return s.Remove(op.Key, op.Stamp)
 		},
@@ -227,75 +255,171 @@ func TestAddWinsSetLaws(t *testing.T) {
 		// Equal as CRDT states, metadata included, not only as views.
 		equal: func(a, b AddWinsSet[uint8, int]) bool {
 			for k := range uint8(4) {
-				if a.element(k) != b.element(k) {
+				if !a.element(k).Equal(b.element(k), func(x, y int) bool { return x == y }) {
 					return false
 				}
 			}
 			return reflect.DeepEqual(awsView(a), awsView(b))
 		},
-		// The naive fold: in stamp order, an add makes the key present with
-		// its payload, a remove makes it absent. The metadata it keeps is
-		// the newest add if it is the last op on the key, and the newest
-		// remove.
-		reference: func(ops primOps) AddWinsSet[uint8, int] {
-			type st struct {
-				present bool
-				added   Stamp
-				val     int
-				removed Stamp
-			}
-			m := map[uint8]*st{}
-			for _, op := range ops {
-				e := m[op.Key]
-				if e == nil {
-					e = &st{}
-					m[op.Key] = e
-				}
-				if op.Kind%2 == 0 {
-					e.present, e.added, e.val = true, op.Stamp, op.Val
-				} else {
-					e.present, e.removed = false, op.Stamp
-				}
-			}
-			out := AddWinsSet[uint8, int]{elems: map[uint8]AWElement[int]{}}
-			for k, e := range m {
-				el := AWElement[int]{Removed: e.removed}
-				if e.present {
-					el.Added, el.Payload = e.added, e.val
-				}
-				out.elems[k] = el
-			}
-			return out
-		},
+		reference: orSetSpec,
 	})
+}
+
+// removes reports whether the remove r removes the add a, by the
+// definition of the observed-remove set: a remove with a causal context
+// observed the adds of its own node up to its HLC and those of every other
+// node up to what its context names (nothing of a node it does not name); a
+// remove without one observed every add stamped at or below its own stamp.
+func removes(r, a primOp) bool {
+	if !r.HasCtx {
+		return a.Stamp.Compare(r.Stamp) <= 0
+	}
+	cut := r.Ctx[a.Stamp.Node]
+	if a.Stamp.Node == r.Stamp.Node {
+		cut = r.Stamp.HLC
+	}
+	return a.Stamp.HLC <= cut
+}
+
+// orSetSpec is the OR-set specification, computed from the whole operation
+// history with no CRDT state at all: a key is present iff some add of it is
+// removed by no remove of it, and its payload is that of the newest such
+// add. The metadata it expects is derived from the same history: the newest
+// surviving add of each node, per node the largest cut of the removes with
+// a context, and the largest stamp of those without.
+func orSetSpec(ops primOps) AddWinsSet[uint8, int] {
+	out := AddWinsSet[uint8, int]{elems: map[uint8]AWElement[int]{}}
+	for k := range uint8(4) {
+		var adds, rems primOps
+		for _, op := range ops {
+			switch {
+			case op.Key != k:
+			case op.Kind%2 == 0:
+				adds = append(adds, op)
+			default:
+				rems = append(rems, op)
+			}
+		}
+		if len(adds) == 0 && len(rems) == 0 {
+			continue
+		}
+		var el AWElement[int]
+		newest := map[string]primOp{} // per node, the newest surviving add
+		for _, a := range adds {
+			live := true
+			for _, r := range rems {
+				live = live && !removes(r, a)
+			}
+			if n, ok := newest[a.Stamp.Node]; live && (!ok || a.Stamp.Compare(n.Stamp) > 0) {
+				newest[a.Stamp.Node] = a
+			}
+		}
+		for _, n := range testNodes {
+			if a, ok := newest[n]; ok && a.Stamp.Compare(el.Added) > 0 {
+				el.Added, el.Payload = a.Stamp, a.Val
+			}
+		}
+		for _, n := range testNodes {
+			if a, ok := newest[n]; ok && a.Stamp != el.Added {
+				el.Others = append(el.Others, AWAdd[int]{Stamp: a.Stamp, Payload: a.Val})
+			}
+		}
+		for _, n := range testNodes {
+			var cut Timestamp
+			for _, r := range rems {
+				switch {
+				case !r.HasCtx:
+				case r.Stamp.Node == n:
+					cut = max(cut, r.Stamp.HLC)
+				default:
+					cut = max(cut, r.Ctx[n])
+				}
+			}
+			if cut > 0 {
+				el.Cuts = append(el.Cuts, NodeCut{Node: n, HLC: cut})
+			}
+		}
+		for _, r := range rems {
+			if !r.HasCtx {
+				el.Removed = maxStamp(el.Removed, r.Stamp)
+			}
+		}
+		out.elems[k] = el
+	}
+	return out
 }
 
 func TestAddWinsSetCases(t *testing.T) {
 	st := func(hlc int64, node, id string) Stamp {
 		return Stamp{HLC: MakeTimestamp(hlc, 0), Node: node, EventID: id}
 	}
+	ctx := func(kv ...any) map[string]Timestamp {
+		m := map[string]Timestamp{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = MakeTimestamp(int64(kv[i+1].(int)), 0)
+		}
+		return m
+	}
+	type set = AddWinsSet[string, int]
 	tests := []struct {
 		name    string
 		key     string
-		apply   func() AddWinsSet[string, int]
+		apply   func() set
 		present bool
 		payload int
 	}{
-		{"add", "admin", func() AddWinsSet[string, int] {
-			return AddWinsSet[string, int]{}.Add("admin", st(1, "a", "1"), 7)
+		{"add", "admin", func() set {
+			return set{}.Add("admin", st(1, "a", "1"), 7)
 		}, true, 7},
-		{"remove after add", "admin", func() AddWinsSet[string, int] {
-			return AddWinsSet[string, int]{}.Add("admin", st(1, "a", "1"), 7).Remove("admin", st(2, "b", "2"))
+		{"remove after add", "admin", func() set {
+			return set{}.Add("admin", st(1, "a", "1"), 7).Remove("admin", st(2, "b", "2"))
 		}, false, 0},
-		{"remove delivered before the add it observed", "admin", func() AddWinsSet[string, int] {
-			return AddWinsSet[string, int]{}.Remove("admin", st(2, "b", "2")).Add("admin", st(1, "a", "1"), 7)
+		{"remove delivered before the add it observed", "admin", func() set {
+			return set{}.Remove("admin", st(2, "b", "2")).Add("admin", st(1, "a", "1"), 7)
 		}, false, 0},
-		{"add after remove wins", "admin", func() AddWinsSet[string, int] {
-			return AddWinsSet[string, int]{}.Add("admin", st(3, "a", "3"), 8).Remove("admin", st(2, "b", "2")).Add("admin", st(1, "a", "1"), 7)
+		{"add after remove wins", "admin", func() set {
+			return set{}.Add("admin", st(3, "a", "3"), 8).Remove("admin", st(2, "b", "2")).Add("admin", st(1, "a", "1"), 7)
 		}, true, 8},
-		{"same stamp parts join", "c", func() AddWinsSet[string, int] {
-			return AddWinsSet[string, int]{}.Add("c", st(1, "a", "1"), 3).Add("c", st(1, "a", "1"), 5)
+		{"same stamp parts join", "c", func() set {
+			return set{}.Add("c", st(1, "a", "1"), 3).Add("c", st(1, "a", "1"), 5)
 		}, true, 5},
+		// Causal contexts (issue #4).
+		{"concurrent add stamped below a remove that did not observe it survives", "admin", func() set {
+			// eu (node a) grants at 5 while cut off; us (node b) revokes at
+			// 9, having seen a's events only up to 3.
+			return set{}.Add("admin", st(5, "a", "g"), 1).RemoveObserved("admin", st(9, "b", "r"), ctx("a", 3))
+		}, true, 1},
+		{"the same, delivered remove first", "admin", func() set {
+			return set{}.RemoveObserved("admin", st(9, "b", "r"), ctx("a", 3)).Add("admin", st(5, "a", "g"), 1)
+		}, true, 1},
+		{"remove that observed the add removes it", "admin", func() set {
+			return set{}.Add("admin", st(5, "a", "g"), 1).RemoveObserved("admin", st(9, "b", "r"), ctx("a", 5))
+		}, false, 0},
+		{"remove that observed the add removes it, even stamped below it", "admin", func() set {
+			// b's clock is behind a's: the remove is stamped 4 but its
+			// region had applied a's add at 5.
+			return set{}.RemoveObserved("admin", st(4, "b", "r"), ctx("a", 5)).Add("admin", st(5, "a", "g"), 1)
+		}, false, 0},
+		{"sequential add then remove on the same node removes", "admin", func() set {
+			return set{}.Add("admin", st(5, "a", "g"), 1).RemoveObserved("admin", st(6, "a", "r"), nil)
+		}, false, 0},
+		{"an add after the remove on the same node survives", "admin", func() set {
+			return set{}.RemoveObserved("admin", st(6, "a", "r"), nil).Add("admin", st(7, "a", "g"), 2)
+		}, true, 2},
+		{"old-style remove without context keeps the old rule", "admin", func() set {
+			// Stamped above the add, it removes it although nothing says
+			// it observed it.
+			return set{}.Add("admin", st(5, "a", "g"), 1).Remove("admin", st(9, "b", "r"))
+		}, false, 0},
+		{"old-style remove does not remove a later add", "admin", func() set {
+			return set{}.Remove("admin", st(9, "b", "r")).Add("admin", st(10, "a", "g"), 1)
+		}, true, 1},
+		{"an older surviving add of another node takes over", "admin", func() set {
+			// a adds at 5 (unobserved by the remove), c at 7 (observed):
+			// the element stays, with a's payload.
+			return set{}.Add("admin", st(5, "a", "g1"), 1).Add("admin", st(7, "c", "g2"), 2).
+				RemoveObserved("admin", st(9, "b", "r"), ctx("a", 3, "c", 7))
+		}, true, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -304,6 +428,36 @@ func TestAddWinsSetCases(t *testing.T) {
 				t.Fatalf("got (%d,%v), want (%d,%v)", p, ok, tt.payload, tt.present)
 			}
 		})
+	}
+}
+
+// TestAddWinsSetBounded: however many operations, an element holds at most
+// one add and one cut per origin node.
+func TestAddWinsSetBounded(t *testing.T) {
+	r := rand.New(rand.NewSource(*seed))
+	var s AddWinsSet[uint8, int]
+	for i := range 5000 {
+		op := primOps.Generate(nil, r, 1).Interface().(primOps)
+		if len(op) == 0 {
+			continue
+		}
+		o := op[0]
+		o.Stamp.EventID = fmt.Sprintf("e%05d", i)
+		o.Stamp.HLC = MakeTimestamp(int64(i/3), uint16(r.Intn(3)))
+		switch {
+		case o.Kind%2 == 0:
+			s = s.Add(o.Key, o.Stamp, o.Val)
+		case o.HasCtx:
+			s = s.RemoveObserved(o.Key, o.Stamp, o.Ctx)
+		default:
+			s = s.Remove(o.Key, o.Stamp)
+		}
+	}
+	for k := range uint8(4) {
+		e := s.element(k)
+		if len(e.Others) >= len(testNodes) || len(e.Cuts) > len(testNodes) {
+			t.Fatalf("key %d: %d other adds, %d cuts; at most %d nodes", k, len(e.Others), len(e.Cuts), len(testNodes))
+		}
 	}
 }
 

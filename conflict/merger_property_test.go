@@ -96,7 +96,52 @@ func genEvents(r *rand.Rand, n int) []*meridianv1.Event {
 		setBody(ev, body)
 		evs = append(evs, ev)
 	}
+	foldContexts(r, evs)
 	return evs
+}
+
+// isRemove reports whether ev removes set elements.
+func isRemove(ev *meridianv1.Event) bool {
+	switch ev.GetBody().(type) {
+	case *meridianv1.Event_CredentialRemoved, *meridianv1.Event_RoleRevoked:
+		return true
+	}
+	return false
+}
+
+func stampOf(ev *meridianv1.Event) Stamp {
+	return Stamp{HLC: Timestamp(ev.GetHlc()), Node: ev.GetOriginNode(), EventID: ev.GetEventId()}
+}
+
+// foldContexts gives about half of the removes a causal context that
+// observed exactly the events ordered before them (per other node, the
+// largest HLC of its events stamped below the remove), as a sequential
+// writer would, so that folding in stamp order stays the reference. The
+// others keep no context (the old rule, which that fold also is). A remove
+// whose own node has an event of the same HLC ordered after it (by event
+// id) keeps no context: its own node is cut at its HLC, which would cover
+// that event.
+func foldContexts(r *rand.Rand, evs []*meridianv1.Event) {
+	for _, rm := range evs {
+		if !isRemove(rm) || r.Intn(2) == 0 {
+			continue
+		}
+		s := stampOf(rm)
+		ctx := map[string]uint64{}
+		ok := true
+		for _, ev := range evs {
+			e := stampOf(ev)
+			switch {
+			case e.Node == s.Node:
+				ok = ok && !(e.HLC == s.HLC && e.Compare(s) > 0)
+			case e.Compare(s) < 0:
+				ctx[e.Node] = max(ctx[e.Node], uint64(e.HLC))
+			}
+		}
+		if ok {
+			rm.Observed = &meridianv1.CausalContext{Hlc: ctx}
+		}
+	}
 }
 
 // referenceView is the naive oracle: sort the identity's events by the total

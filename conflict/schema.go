@@ -20,8 +20,10 @@ import (
 //     field, recursively. Adding a trait is adding an optional field.
 //   - OP_SET on a MAX field: a register keeping the largest value.
 //   - OP_ADD / OP_REMOVE on an ADD_WINS_SET: elements keyed by value, or by
-//     the element message's (key) field; see AWElement for the causal-cut
-//     observed-remove. The payload is the newest add's element, the union of
+//     the element message's (key) field; see AWElement for the
+//     observed-remove rule (a remove carrying a causal context,
+//     Event.observed, cuts per origin node what it observed; one without
+//     cuts by its stamp). The payload is the newest add's element, the union of
 //     the fields of its GLOBAL and RESIDENT parts (they share the stamp).
 //   - OP_ADD on a GROW_ONLY_SET: the same elements, never removed.
 //   - OP_INCREMENT on a COUNTER: the origin node's share gains the event's
@@ -53,6 +55,9 @@ type Merger struct {
 type envelope struct {
 	eventID, identityID, node, hlc, sequence, part protoreflect.FieldDescriptor
 	body                                           protoreflect.OneofDescriptor
+	// observed is the optional causal context (a message with a
+	// map<string, uint64> hlc), nil when the schema has none.
+	observed, observedHLC protoreflect.FieldDescriptor
 }
 
 // fieldOpts are a field's meridian options.
@@ -245,6 +250,17 @@ func (m *Merger) compileEnvelope(event protoreflect.MessageDescriptor) error {
 		if *f.dst, err = need(f.name, f.kinds...); err != nil {
 			return err
 		}
+	}
+	if fd := fields.ByName("observed"); fd != nil {
+		var hlc protoreflect.FieldDescriptor
+		if fd.Message() != nil && !fd.IsList() && !fd.IsMap() {
+			hlc = fd.Message().Fields().ByName("hlc")
+		}
+		if hlc == nil || !hlc.IsMap() || hlc.MapKey().Kind() != protoreflect.StringKind ||
+			(hlc.MapValue().Kind() != protoreflect.Uint64Kind && hlc.MapValue().Kind() != protoreflect.Fixed64Kind) {
+			return schemaErr(fd, "the causal context must be a singular message with a map<string, uint64> hlc")
+		}
+		e.observed, e.observedHLC = fd, hlc
 	}
 	if e.body = event.Oneofs().ByName("body"); e.body == nil {
 		return &SchemaError{Field: string(event.FullName()) + ".body", Rule: "the envelope needs a oneof body of domain events"}

@@ -23,8 +23,9 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 // of blocks separated by blank lines; '#' lines are comments. Each block is
 // one command, a "----" line and the expected output:
 //
-//	apply <state> <node> <hlc ms[.logical]> <event id> [seq=N] [part=global|resident] [identity=ID] <body field> <JSON body>
+//	apply <state> <node> <hlc ms[.logical]> <event id> [seq=N] [part=global|resident] [identity=ID] [observed=node:ms,...] <body field> <JSON body>
 //	    applies the event part to the named state: "ok" or "error: ..."
+//	    (observed= sets the causal context, Event.observed)
 //	merge <dst> <a> <b>      dst = Merge(a, b): "ok"
 //	prune <dst> <resident> <global>  dst = Prune(resident, global): "ok"
 //	view <state>...          View of the states, as indented JSON
@@ -184,6 +185,17 @@ func parseApply(cmd string) (*meridianv1.Event, error) {
 			ev.Part = map[string]meridianv1.Part{"global": meridianv1.Part_PART_GLOBAL, "resident": meridianv1.Part_PART_RESIDENT}[v]
 		case "identity":
 			ev.IdentityId = v
+		case "observed":
+			// observed=<node>:<hlc ms>,... ("observed=" is an empty context).
+			ev.Observed = &meridianv1.CausalContext{Hlc: map[string]uint64{}}
+			for _, nh := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' }) {
+				n, h, _ := strings.Cut(nh, ":")
+				ms, err := strconv.ParseInt(h, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("observed %q: %v", nh, err)
+				}
+				ev.Observed.Hlc[n] = uint64(MakeTimestamp(ms, 0))
+			}
 		default:
 			return nil, fmt.Errorf("unknown option %q", kv)
 		}

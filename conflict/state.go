@@ -26,17 +26,69 @@ func stampToPB(s Stamp) *meridianv1.Stamp {
 }
 
 func elementFromPB(e *meridianv1.SetElement) AWElement[[]byte] {
-	return AWElement[[]byte]{Added: stampFromPB(e.GetAdded()), Payload: e.GetValue(), Removed: stampFromPB(e.GetRemoved())}
+	out := AWElement[[]byte]{Added: stampFromPB(e.GetAdded()), Payload: e.GetValue(), Removed: stampFromPB(e.GetRemoved())}
+	if oa := e.GetOtherAdds(); len(oa) > 0 {
+		out.Others = make([]AWAdd[[]byte], len(oa))
+		for i, a := range oa {
+			out.Others[i] = AWAdd[[]byte]{Stamp: stampFromPB(a.GetStamp()), Payload: a.GetValue()}
+		}
+	}
+	out.Cuts = cutsFromPB(e.GetCuts())
+	return out
+}
+
+func cutsFromPB(cs []*meridianv1.NodeCut) []NodeCut {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]NodeCut, len(cs))
+	for i, c := range cs {
+		out[i] = NodeCut{Node: c.GetNode(), HLC: Timestamp(c.GetHlc())}
+	}
+	return out
 }
 
 func elementToPB(key []byte, e AWElement[[]byte]) *meridianv1.SetElement {
 	return &meridianv1.SetElement{
-		Key:     key,
-		Added:   stampToPB(e.Added),
-		Value:   e.Payload,
-		Removed: stampToPB(e.Removed),
+		Key:       key,
+		Added:     stampToPB(e.Added),
+		Value:     e.Payload,
+		Removed:   stampToPB(e.Removed),
+		OtherAdds: othersToPB(e.Others, nil),
+		Cuts:      cutsToPB(e.Cuts),
 	}
 }
+
+// othersToPB converts an element's other adds; stamp, if set, returns the
+// stored form of a stamp (to share one).
+func othersToPB(others []AWAdd[[]byte], stamp func(Stamp) *meridianv1.Stamp) []*meridianv1.NodeAdd {
+	if len(others) == 0 {
+		return nil
+	}
+	if stamp == nil {
+		stamp = stampToPB
+	}
+	out := make([]*meridianv1.NodeAdd, len(others))
+	for i, a := range others {
+		out[i] = &meridianv1.NodeAdd{Stamp: stamp(a.Stamp), Value: a.Payload}
+	}
+	return out
+}
+
+func cutsToPB(cuts []NodeCut) []*meridianv1.NodeCut {
+	if len(cuts) == 0 {
+		return nil
+	}
+	out := make([]*meridianv1.NodeCut, len(cuts))
+	for i, c := range cuts {
+		out[i] = &meridianv1.NodeCut{Node: c.Node, Hlc: uint64(c.HLC)}
+	}
+	return out
+}
+
+// sameElement reports whether two set elements are equal, metadata
+// included.
+func sameElement(a, b AWElement[[]byte]) bool { return a.Equal(b, bytes.Equal) }
 
 // findElement returns the index of key in elements (sorted by key) and
 // whether it is there.

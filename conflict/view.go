@@ -1,7 +1,6 @@
 package conflict
 
 import (
-	"bytes"
 	"math"
 	"slices"
 
@@ -100,7 +99,7 @@ func (m *Merger) Erased(s *meridianv1.IdentityState) bool { return s.GetErased()
 
 // Prune returns resident without what global makes dead: the tombstone alone
 // if global is erased, and no payload in set elements that a GLOBAL remove
-// covers (removes travel in GLOBAL parts, so the resident state would
+// cuts (removes travel in GLOBAL parts, so the resident state would
 // otherwise keep, say, a removed credential's material at rest, though no
 // view shows it). View(global, Prune(resident, global)) equals
 // View(global, resident); the projector prunes before sealing the resident
@@ -128,11 +127,10 @@ func (m *Merger) Prune(resident, global *meridianv1.IdentityState) *meridianv1.I
 		out.Sets[k] = set
 		for i, e := range set.GetElements() {
 			j, ok := findElement(gset.GetElements(), e.GetKey())
-			if !ok || gset.GetElements()[j].GetRemoved() == nil {
+			if !ok || !hasCuts(gset.GetElements()[j]) {
 				continue
 			}
-			cut := AWElement[[]byte]{Removed: stampFromPB(gset.GetElements()[j].GetRemoved())}
-			set.Elements[i] = elementToPB(e.GetKey(), elementFromPB(e).Merge(cut, nil))
+			set.Elements[i] = elementToPB(e.GetKey(), elementFromPB(e).Merge(cutsOnly(gset.GetElements()[j]), nil))
 		}
 	}
 	return out
@@ -149,15 +147,25 @@ func (m *Merger) prunes(resident, global *meridianv1.IdentityState) bool {
 		gelems := global.GetSets()[i].GetElements()
 		for _, e := range set.GetElements() {
 			j, ok := findElement(gelems, e.GetKey())
-			if !ok || gelems[j].GetRemoved() == nil {
+			if !ok || !hasCuts(gelems[j]) {
 				continue
 			}
-			cut := AWElement[[]byte]{Removed: stampFromPB(gelems[j].GetRemoved())}
 			old := elementFromPB(e)
-			if merged := old.Merge(cut, nil); merged.Added != old.Added || merged.Removed != old.Removed || !bytes.Equal(merged.Payload, old.Payload) {
+			if !sameElement(old.Merge(cutsOnly(gelems[j]), nil), old) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// hasCuts reports whether a set element holds the cuts of a remove.
+func hasCuts(e *meridianv1.SetElement) bool {
+	return e.GetRemoved() != nil || len(e.GetCuts()) > 0
+}
+
+// cutsOnly is the element's cuts without its adds: what its removes kill
+// in another state of the identity.
+func cutsOnly(e *meridianv1.SetElement) AWElement[[]byte] {
+	return AWElement[[]byte]{Removed: stampFromPB(e.GetRemoved()), Cuts: cutsFromPB(e.GetCuts())}
 }
