@@ -16,14 +16,16 @@ import (
 // build; strings that are not UTF-8, which proto refuses) go to
 // stateMarshal.
 
-// IdentityState, Register, Stamp, SetState, SetElement, CounterState and
-// CounterShare field numbers (state.proto).
+// IdentityState, Register, Stamp, SetState, SetElement, NodeAdd, NodeCut,
+// CounterState and CounterShare field numbers (state.proto).
 const (
 	fStateID, fStateRegisters, fStateMax, fStateSets, fStateCounters, fStateErased, fStateUpdated = 1, 2, 3, 4, 5, 6, 7
 	fRegPath, fRegStamp, fRegValue                                                                = 1, 2, 3
 	fStampHLC, fStampNode, fStampEvent                                                            = 1, 2, 3
 	fSetName, fSetElements                                                                        = 1, 2
-	fElemKey, fElemAdded, fElemValue, fElemRemoved                                                = 1, 2, 3, 4
+	fElemKey, fElemAdded, fElemValue, fElemRemoved, fElemOthers, fElemCuts                        = 1, 2, 3, 4, 5, 6
+	fAddStamp, fAddValue                                                                          = 1, 2
+	fCutNode, fCutHLC                                                                             = 1, 2
 	fCounterName, fCounterShares                                                                  = 1, 2
 	fShareNode, fShareSeqs                                                                        = 1, 2
 )
@@ -156,6 +158,24 @@ func (e *stateEncoder) element(el *meridianv1.SetElement) int {
 	if s := el.GetRemoved(); s != nil {
 		n += msgSize(fElemRemoved, e.stamp(s))
 	}
+	for _, a := range el.GetOtherAdds() {
+		j := e.push()
+		e.check(a, a == nil)
+		m := 0
+		if s := a.GetStamp(); s != nil {
+			m += msgSize(fAddStamp, e.stamp(s))
+		}
+		m += bytesSize(fAddValue, a.GetValue())
+		e.sizes[j] = m
+		n += msgSize(fElemOthers, m)
+	}
+	for _, c := range el.GetCuts() {
+		j := e.push()
+		e.check(c, c == nil)
+		m := e.str(fCutNode, c.GetNode()) + uintSize(fCutHLC, c.GetHlc())
+		e.sizes[j] = m
+		n += msgSize(fElemCuts, m)
+	}
 	e.sizes[i] = n
 	return n
 }
@@ -235,6 +255,18 @@ func (e *stateEncoder) appendState(b []byte, st *meridianv1.IdentityState) []byt
 			b = appendBytesField(b, fElemValue, el.GetValue())
 			if s := el.GetRemoved(); s != nil {
 				b = e.appendStamp(b, fElemRemoved, s)
+			}
+			for _, a := range el.GetOtherAdds() {
+				b = e.open(b, fElemOthers)
+				if s := a.GetStamp(); s != nil {
+					b = e.appendStamp(b, fAddStamp, s)
+				}
+				b = appendBytesField(b, fAddValue, a.GetValue())
+			}
+			for _, c := range el.GetCuts() {
+				b = e.open(b, fElemCuts)
+				b = appendStrField(b, fCutNode, c.GetNode())
+				b = appendUintField(b, fCutHLC, c.GetHlc())
 			}
 		}
 	}

@@ -44,7 +44,14 @@ func randomState(r *rand.Rand) *meridianv1.IdentityState {
 	for range r.Intn(3) {
 		set := &meridianv1.SetState{Name: str()}
 		for range r.Intn(4) {
-			set.Elements = append(set.Elements, &meridianv1.SetElement{Key: byt(), Added: stamp(), Value: byt(), Removed: stamp()})
+			el := &meridianv1.SetElement{Key: byt(), Added: stamp(), Value: byt(), Removed: stamp()}
+			for range r.Intn(3) {
+				el.OtherAdds = append(el.OtherAdds, &meridianv1.NodeAdd{Stamp: stamp(), Value: byt()})
+			}
+			for range r.Intn(3) {
+				el.Cuts = append(el.Cuts, &meridianv1.NodeCut{Node: str(), Hlc: num()})
+			}
+			set.Elements = append(set.Elements, el)
 		}
 		st.Sets = append(st.Sets, set)
 	}
