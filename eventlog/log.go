@@ -244,6 +244,11 @@ func (l *Log) Wait(ctx context.Context, after uint64) error {
 	}
 }
 
+// tailSignal returns the channel that the next publish of records closes.
+// Take it before checking LastSeq (as Wait does) so that no append is
+// missed in between.
+func (l *Log) tailSignal() <-chan struct{} { return *l.tail.Load() }
+
 // Read returns up to max records with sequences >= from, in order, each
 // checksum-verified and copied. It returns an empty slice when from >
 // LastSeq(). If from is below a trimmed range it returns a *TrimmedError

@@ -25,7 +25,9 @@ import (
 // keeping at most Window publishes unsettled. The client's ack callbacks
 // mark each publish acked or failed in a ring indexed by sequence; the loop
 // retires the contiguous acked prefix, which is the only thing the
-// checkpoint may move over, and persists it every CheckpointInterval. On any
+// checkpoint may move over, and hands it every CheckpointInterval to a
+// persister goroutine, so that publishing never waits for the checkpoint's
+// fsync (stopping and failure handling persist synchronously). On any
 // failure (a failed ack, a publish error, an ack older than AckTimeout) it
 // drops everything unsettled, backs off, and re-sends from the first
 // unacknowledged record: JetStream's duplicate window discards what had
@@ -505,8 +507,21 @@ type shipRun struct {
 
 	head, next  uint64 // flights in [head, next) by sequence; inflight = next-head
 	shipped     uint64 // acked prefix (== checkpoint in memory)
-	persisted   uint64
+	persisted   uint64 // the last checkpoint handed to the persister (or written)
 	lastPersist time.Time
+
+	// The persister goroutine writes the checkpoint (a synced log write)
+	// off the publishing loop: the loop hands it the acknowledged prefix
+	// (cpWant) and never waits for the fsync. cp.written only grows, and
+	// only to values of shipped, so the durable checkpoint never passes an
+	// unacknowledged record.
+	cpWant atomic.Uint64
+	cpKick chan struct{} // cap 1
+	cpErr  atomic.Pointer[error]
+	cp     struct {
+		sync.Mutex // held while writing: writes are serialised
+		written    uint64
+	}
 
 	free    []*shipFlight // acknowledged flights for reuse
 	held    *Record       // a record read but not yet published (copied)
@@ -517,10 +532,8 @@ type shipRun struct {
 	failErr atomic.Pointer[error]
 	fails   int // consecutive failure episodes without progress, for backoff
 
-	tail     chan struct{} // cap 1: the log grew
-	tailDone chan struct{} // the tail watcher stopped (log closed)
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 func (s *Shipper) newShipRun() (*shipRun, error) {
@@ -553,8 +566,7 @@ func (s *Shipper) newShipRun() (*shipRun, error) {
 		shipped:   cp,
 		persisted: cp,
 		wake:      make(chan struct{}, 1),
-		tail:      make(chan struct{}, 1),
-		tailDone:  make(chan struct{}),
+		cpKick:    make(chan struct{}, 1),
 	}
 	r.js, err = jetstream.New(r.nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.Window),
@@ -569,28 +581,49 @@ func (s *Shipper) newShipRun() (*shipRun, error) {
 	s.m.inflight.Store(0)
 	r.rd = cfg.Log.NewReader(r.next)
 	r.lastPersist = time.Now()
+	r.cp.written = cp
 
 	var wctx context.Context
 	wctx, r.cancel = context.WithCancel(context.Background())
 	r.wg.Add(1)
-	go r.watchTail(wctx, cfg.Log.LastSeq())
+	go r.persistLoop(wctx)
 	return r, nil
 }
 
-// watchTail turns Log.Wait into a channel the loop can select on.
-func (r *shipRun) watchTail(ctx context.Context, seen uint64) {
+// persistLoop is the persister goroutine: it writes the newest checkpoint
+// the loop handed it, one write at a time. A failed write is reported to
+// the loop (which stops: the log is closed or failed).
+func (r *shipRun) persistLoop(ctx context.Context) {
 	defer r.wg.Done()
-	defer close(r.tailDone)
 	for {
-		if err := r.cfg.Log.Wait(ctx, seen); err != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.cpKick:
+		}
+		if err := r.writeCheckpoint(r.cpWant.Load()); err != nil {
+			r.cpErr.CompareAndSwap(nil, &err)
+			r.notify()
 			return
 		}
-		seen = r.cfg.Log.LastSeq()
-		select {
-		case r.tail <- struct{}{}:
-		default:
-		}
 	}
+}
+
+// writeCheckpoint persists seq (an acknowledged prefix) unless a checkpoint
+// at or past it is already written.
+func (r *shipRun) writeCheckpoint(seq uint64) error {
+	r.cp.Lock()
+	defer r.cp.Unlock()
+	if seq <= r.cp.written {
+		return nil
+	}
+	if err := r.cfg.Log.SetCheckpoint(r.cfg.Checkpoint, seq); err != nil {
+		return fmt.Errorf("eventlog: shipper: persist checkpoint %d: %w", seq, err)
+	}
+	r.cp.written = seq
+	r.s.m.persisted.Store(seq)
+	r.s.m.cps.Add(1)
+	return nil
 }
 
 func (r *shipRun) stop() {
@@ -695,7 +728,19 @@ func (r *shipRun) loop(ctx context.Context) error {
 		if n > 0 {
 			continue // look at the acks, then refill
 		}
+		// The log's own tail signal, taken before looking at LastSeq: an
+		// append published after the look closes it. Selected on here
+		// directly, so that a new record wakes this goroutine and no other
+		// in between.
+		grown := r.cfg.Log.tailSignal()
+		if r.cfg.Log.isClosed() {
+			return r.finish(fmt.Errorf("eventlog: shipper: %w", ErrClosed))
+		}
+		readable := r.held == nil && r.cfg.Log.LastSeq() >= r.rd.Pos()
 		if r.head == r.next && r.stopErr == nil {
+			if readable {
+				continue // appended since fill looked
+			}
 			// Caught up and settled: sleep until the log grows, waking
 			// for the checkpoint while it lags (within CheckpointInterval,
 			// not per record: at low rates that would be an fsync each).
@@ -705,18 +750,19 @@ func (r *shipRun) loop(ctx context.Context) error {
 			}
 			select {
 			case <-persist:
-			case <-r.tail:
-			case <-r.tailDone:
-				if r.cfg.Log.isClosed() {
-					return r.finish(fmt.Errorf("eventlog: shipper: %w", ErrClosed))
-				}
+			case <-grown:
+			case <-r.wake: // the persister failed (or a stale callback)
+			case <-r.cfg.Log.done:
 			case <-ctx.Done():
 			}
 			continue
 		}
+		if readable && r.stopErr == nil && r.next-r.head < uint64(r.cfg.Window) {
+			continue
+		}
 		select {
 		case <-r.wake:
-		case <-r.tail:
+		case <-grown:
 		case <-tick.C:
 		case <-ctx.Done():
 		}
@@ -852,22 +898,34 @@ func (r *shipRun) backoff() time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// maybePersist writes the checkpoint if it moved and CheckpointInterval has
-// passed (or now, with force).
+// maybePersist hands the checkpoint to the persister if it moved and
+// CheckpointInterval has passed; with force it writes it now and waits
+// (failure handling and stopping). It returns the persister's failure, if
+// it had one.
 func (r *shipRun) maybePersist(force bool) error {
-	if r.shipped == r.persisted {
+	if p := r.cpErr.Load(); p != nil {
+		return *p
+	}
+	if r.shipped == r.persisted && !force {
 		return nil
 	}
 	now := time.Now()
-	if !force && now.Sub(r.lastPersist) < r.cfg.CheckpointInterval {
+	if force {
+		if err := r.writeCheckpoint(r.shipped); err != nil {
+			return err
+		}
+		r.persisted, r.lastPersist = r.shipped, now
 		return nil
 	}
-	if err := r.cfg.Log.SetCheckpoint(r.cfg.Checkpoint, r.shipped); err != nil {
-		return fmt.Errorf("eventlog: shipper: persist checkpoint %d: %w", r.shipped, err)
+	if now.Sub(r.lastPersist) < r.cfg.CheckpointInterval {
+		return nil
+	}
+	r.cpWant.Store(r.shipped)
+	select {
+	case r.cpKick <- struct{}{}:
+	default: // a kick is pending: the persister reads cpWant after taking it
 	}
 	r.persisted, r.lastPersist = r.shipped, now
-	r.s.m.persisted.Store(r.shipped)
-	r.s.m.cps.Add(1)
 	return nil
 }
 
