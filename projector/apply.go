@@ -66,6 +66,7 @@ type outcome struct {
 	// the subject does not parse, node when the bytes do not decode.
 	origin, node, zone string
 	originSeq          uint64
+	hlc                uint64 // the event's HLC (observed.go)
 
 	identity string
 	global   *meridianv1.IdentityState // new GLOBAL state, nil: unchanged
@@ -117,7 +118,7 @@ func (s *stepper) apply(cur current, m *inMsg) (outcome, error) {
 		return out.quarantine(CodeCorrupt, "data", fmt.Sprintf("not an Event: %v", err)), nil
 	}
 	ev := &d.ev
-	out.node = ev.GetOriginNode()
+	out.node, out.hlc = ev.GetOriginNode(), ev.GetHlc()
 	switch {
 	case out.originSeq == 0:
 		out.originSeq = ev.GetSequence()
@@ -267,7 +268,7 @@ func (s *stepper) applyResident(cur current, in *interner, out outcome, ev *meri
 	plain.EventId, plain.IdentityId = ev.GetEventId(), ev.GetIdentityId()
 	plain.OriginRegion, plain.OriginNode = ev.GetOriginRegion(), ev.GetOriginNode()
 	plain.Sequence, plain.Hlc, plain.Zone = out.originSeq, ev.GetHlc(), ev.GetZone()
-	plain.HomeRegion, plain.Part = ev.GetHomeRegion(), meridianv1.Part_PART_RESIDENT
+	plain.HomeRegion, plain.Part, plain.Observed = ev.GetHomeRegion(), meridianv1.Part_PART_RESIDENT, ev.GetObserved()
 	r, err := cur.resident(out.identity)
 	if err != nil {
 		return out, err

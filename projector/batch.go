@@ -298,6 +298,7 @@ func (b *batch) add(m *inMsg) error {
 		b.n.quarantined++
 	}
 	b.advance(m, &out)
+	b.observe(&out)
 	b.last = m.Seq
 	return nil
 }
@@ -325,6 +326,7 @@ func (b *batch) join(o *batch) error {
 	for k, v := range o.delta.source {
 		b.delta.source[k] = max(b.delta.source[k], v)
 	}
+	b.joinObserved(o)
 	for origin, hb := range o.delta.heartbeats {
 		if prev, ok := b.delta.heartbeats[origin]; !ok || hb.SentAtUnixMs >= prev.SentAtUnixMs {
 			b.delta.heartbeats[origin] = hb
@@ -420,6 +422,9 @@ func (b *batch) writeMeta(wb *pebble.Batch) error {
 		if err := wb.Set(heartbeatKey(origin), v, nil); err != nil {
 			return err
 		}
+	}
+	if err := writeObserved(wb, b.delta.observed); err != nil {
+		return err
 	}
 	for _, q := range b.quar {
 		v, _ := json.Marshal(q)

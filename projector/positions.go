@@ -25,6 +25,7 @@ type positions struct {
 	applied    map[nodeZone]uint64
 	source     map[originZone]uint64
 	heartbeats map[string]Heartbeat
+	observed   map[string]uint64 // per origin node, the newest HLC applied (observed.go)
 }
 
 func newPositions() *positions {
@@ -32,6 +33,7 @@ func newPositions() *positions {
 		applied:    map[nodeZone]uint64{},
 		source:     map[originZone]uint64{},
 		heartbeats: map[string]Heartbeat{},
+		observed:   map[string]uint64{},
 	}
 }
 
@@ -40,6 +42,7 @@ func (p *positions) clone() *positions {
 		applied:    maps.Clone(p.applied),
 		source:     maps.Clone(p.source),
 		heartbeats: maps.Clone(p.heartbeats),
+		observed:   maps.Clone(p.observed),
 	}
 }
 
@@ -48,4 +51,5 @@ func (p *positions) merge(d *positions) {
 	maps.Copy(p.applied, d.applied)
 	maps.Copy(p.source, d.source)
 	maps.Copy(p.heartbeats, d.heartbeats)
+	maps.Copy(p.observed, d.observed)
 }

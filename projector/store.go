@@ -27,6 +27,7 @@ import (
 //	'p' origin node zone          highest origin log sequence applied (8 bytes)
 //	'o' origin zone               origin stream sequence of the last message applied (8 bytes)
 //	'h' origin                    newest heartbeat applied
+//	'c' node                      newest HLC applied of the origin node's GLOBAL records (8 bytes)
 //	'q' inbox seq (8 bytes BE)    quarantine record (JSON)
 //	'x' id                        erasure committed, key destruction pending
 //	'm' name                      meta: "inbox" (8 bytes), "quarantined" (8 bytes), "version"
@@ -47,6 +48,7 @@ const (
 	pPosition   = 'p'
 	pSource     = 'o'
 	pHeartbeat  = 'h'
+	pObserved   = 'c'
 	pQuarantine = 'q'
 	pErasing    = 'x'
 	pMeta       = 'm'
@@ -255,6 +257,9 @@ func (s *store) positions() (*positions, error) {
 		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := s.loadObserved(ps); err != nil {
 		return nil, err
 	}
 	return ps, nil
