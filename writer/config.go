@@ -72,6 +72,13 @@ type Config struct {
 	// the log (default DefaultClaimWindow); the claims reaper must be
 	// configured with the same value.
 	ClaimWindow time.Duration
+	// Observed, if set, returns the region's causal context: per origin
+	// node, the HLC of the newest event of that node the region has applied
+	// (projector.Projector.Observed). It is stamped into every event that
+	// removes set elements (Event.observed), so that the remove cuts only
+	// the adds it observed (observed.go). Nil, or a nil result: removes go
+	// without a context and cut every add stamped below them.
+	Observed func() map[string]uint64
 }
 
 func (c *Config) validate() error {

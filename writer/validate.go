@@ -169,6 +169,8 @@ func checkServerSet(ev *meridianv1.Event) *Error {
 		return invalidf("part", rule)
 	case ev.Sealed != nil:
 		return invalidf("sealed", rule)
+	case ev.Observed != nil:
+		return invalidf("observed", rule+" (the causal context of the region that writes the event)")
 	}
 	return nil
 }

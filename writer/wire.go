@@ -69,13 +69,15 @@ var envelopeFields = func() []bool {
 type envelope struct {
 	eventID, identityID, originRegion, originNode, zone, homeRegion string
 	hlc                                                             uint64
+	observed                                                        []byte // encoded Event.observed, tag included (observed.go)
 }
 
 // size bounds appendEnvelope's output: six strings and two varints, each
-// with a one-byte tag and (for strings) a length of at most 10 bytes.
+// with a one-byte tag and (for strings) a length of at most 10 bytes, and
+// the causal context.
 func (e *envelope) size() int {
 	return 6*(1+binary.MaxVarintLen64) + len(e.eventID) + len(e.identityID) + len(e.originRegion) +
-		len(e.originNode) + len(e.zone) + len(e.homeRegion) + 2*(1+binary.MaxVarintLen64)
+		len(e.originNode) + len(e.zone) + len(e.homeRegion) + 2*(1+binary.MaxVarintLen64) + len(e.observed)
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {
@@ -100,7 +102,7 @@ func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
 }
 
 // appendEnvelope writes the envelope fields in field-number order, as
-// proto.Marshal would.
+// proto.Marshal would, then the causal context, if any.
 func appendEnvelope(b []byte, e *envelope, part meridianv1.Part) []byte {
 	b = appendString(b, evEventID, e.eventID)
 	b = appendString(b, evIdentityID, e.identityID)
@@ -109,7 +111,8 @@ func appendEnvelope(b []byte, e *envelope, part meridianv1.Part) []byte {
 	b = appendVarintField(b, evHLC, e.hlc)
 	b = appendString(b, evZone, e.zone)
 	b = appendString(b, evHomeRegion, e.homeRegion)
-	return appendVarintField(b, evPart, uint64(part))
+	b = appendVarintField(b, evPart, uint64(part))
+	return append(b, e.observed...) // out of number order in a RESIDENT part (before sealed), which decoders accept
 }
 
 // appendBody writes the body oneof field num holding content... (the parts

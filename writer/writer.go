@@ -287,7 +287,7 @@ func (b *batch) add(p *prepared) *Error {
 	b.hlcs = append(b.hlcs, uint64(hlc))
 	env := envelope{
 		eventID: id, identityID: ev.IdentityId, originRegion: w.cfg.Region, originNode: w.cfg.Node,
-		zone: p.zone, homeRegion: p.home, hlc: uint64(hlc),
+		zone: p.zone, homeRegion: p.home, hlc: uint64(hlc), observed: w.observed(p), // observed.go
 	}
 	var derivedBuf [derivedRoom]byte
 	derived := w.derive(p, derivedBuf[:0])
