@@ -32,6 +32,11 @@ type Projector struct {
 	gets           atomic.Uint64
 	waiting        atomic.Int64  // callers inside WaitApplied
 	gaps           atomic.Uint64 // inbox messages removed before being applied
+
+	// Model swaps (swap.go).
+	pause     pauser
+	swapMu    sync.Mutex
+	switching atomic.Bool
 }
 
 type errorAt struct {
@@ -45,6 +50,11 @@ type errorAt struct {
 func New(cfg Config) (*Projector, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if outcome, err := RecoverSwap(cfg.Dir); err != nil {
+		return nil, err
+	} else if outcome != "" {
+		cfg.Logger.Warn("projector: settled a model swap a crash interrupted", "dir", cfg.Dir, "outcome", outcome)
 	}
 	eng, err := openEngine(engineConfig{
 		dir: cfg.Dir, keys: cfg.Keys, merger: cfg.Merger, zone: cfg.Zone,
@@ -120,11 +130,19 @@ func (p *Projector) open() error {
 func (p *Projector) run(ctx context.Context) {
 	backoff := p.cfg.RetryBackoff
 	for {
+		cctx, ok := p.pause.begin(ctx) // waits while a swap has paused consumption
+		if !ok {
+			return
+		}
 		before := p.eng.inboxSeqSnapshot()
-		err := p.consume(ctx)
+		err := p.consume(cctx)
 		p.running.Store(false)
+		paused := p.pause.end()
 		if ctx.Err() != nil {
 			return
+		}
+		if paused && cctx.Err() != nil {
+			continue
 		}
 		p.lastErr.Store(&errorAt{err: err.Error(), at: p.cfg.Now()})
 		if p.eng.inboxSeqSnapshot() != before {

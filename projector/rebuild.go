@@ -29,6 +29,10 @@ type RebuildConfig struct {
 	// Until, when set, builds the model as of that time: messages the
 	// stream stored after it are not applied.
 	Until time.Time
+	// ToSeq, when set, is the last stream sequence applied (default: the
+	// stream's last sequence at the start). A swap catches a rebuilt
+	// model up to exactly the live model's position with it.
+	ToSeq uint64
 	// Zone, Keys, ZoneKeys, Merger: as in Config (Zone and Keys required).
 	Zone     string
 	Keys     KeyStore
@@ -154,6 +158,12 @@ func rebuild(ctx context.Context, cfg RebuildConfig, eng *engine, start time.Tim
 	}
 	info := stream.CachedInfo()
 	st.LastSeq, st.Reached = info.State.LastSeq, eng.inboxSeq
+	if cfg.ToSeq > 0 {
+		if cfg.ToSeq > st.LastSeq {
+			return st, fmt.Errorf("projector: rebuild: %s ends at sequence %d, before ToSeq %d", cfg.Stream, st.LastSeq, cfg.ToSeq)
+		}
+		st.LastSeq = cfg.ToSeq
+	}
 	from := max(cfg.FromSeq, 1)
 	if eng.inboxSeq > 0 {
 		st.Resumed, from = true, eng.inboxSeq+1
