@@ -25,6 +25,7 @@ import (
 //	GET  /v1/admin/audit
 //	GET  /v1/admin/identities/{id}/erasure[?scan_log=false]
 //	POST /v1/admin/identities/{id}/erasure/sweep
+//	POST /v1/admin/model/swap                (swap.go)
 //
 // The sweep destroys the identity's data keys again and redacts its
 // data-key records in the log; it refuses an identity this region has not
@@ -36,6 +37,7 @@ func (n *Node) AdminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/admin/audit", n.adminAudit)
 	mux.HandleFunc("GET /v1/admin/identities/{id}/erasure", n.adminErasure)
 	mux.HandleFunc("POST /v1/admin/identities/{id}/erasure/sweep", n.adminSweep)
+	mux.HandleFunc("POST /v1/admin/model/swap", n.adminSwap)
 }
 
 type adminError struct {

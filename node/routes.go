@@ -20,7 +20,7 @@ func (n *Node) routes() (*http.ServeMux, error) {
 	n.proj.Routes(reads)
 	mux := http.NewServeMux()
 	for _, p := range []string{"GET /v1/identities/{id}", "GET /v1/identities", "GET /v1/sessions/{id}"} {
-		mux.Handle(p, reads)
+		mux.Handle(p, n.duringSwitch(reads))
 	}
 	mux.HandleFunc("GET /v1/status", n.serveStatus)
 	n.AdminRoutes(mux)

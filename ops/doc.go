@@ -8,7 +8,9 @@
 //   - Replay rebuilds a region's read model from its inbox stream into a
 //     workspace (from the start, a stream sequence, or as of a time),
 //     verifies it against the live model where both cover the same
-//     events, and swaps it into a stopped node's data directory.
+//     events, and swaps it in: into a running node, which catches it up
+//     to its live position and switches without stopping (node/swap.go,
+//     projector/swap.go), or into a stopped node's data directory.
 //   - ReseedLog rebuilds a lost event log from the region's origin stream;
 //     ReseedStreams recreates a lost JetStream store's streams and re-fills
 //     them from the log and the other regions' inboxes.

@@ -63,11 +63,27 @@ func (c *NodeClient) do(ctx context.Context, method, path string, out any) error
 }
 
 func (c *NodeClient) doWithin(ctx context.Context, timeout time.Duration, method, path string, out any) error {
+	return c.doBody(ctx, timeout, method, path, nil, out)
+}
+
+// doBody sends in (if not nil) as JSON.
+func (c *NodeClient) doBody(ctx context.Context, timeout time.Duration, method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, nil)
+	var reqBody io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		reqBody = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, reqBody)
 	if err != nil {
 		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
@@ -161,6 +177,17 @@ func (c *NodeClient) Erasure(ctx context.Context, id string, scanLog bool) (*ins
 func (c *NodeClient) Sweep(ctx context.Context, id string) (*inspect.SweepReport, error) {
 	var rep inspect.SweepReport
 	if err := c.doWithin(ctx, ScanHTTPTimeout, http.MethodPost, "/v1/admin/identities/"+url.PathEscape(id)+"/erasure/sweep", &rep); err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
+// SwapModel is POST /v1/admin/model/swap: the running node swaps in the
+// rebuilt model in dir (see node/swap.go). It can take as long as the
+// catch-up and the verification.
+func (c *NodeClient) SwapModel(ctx context.Context, req node.SwapRequest) (*node.SwapReport, error) {
+	var rep node.SwapReport
+	if err := c.doBody(ctx, ScanHTTPTimeout, http.MethodPost, "/v1/admin/model/swap", req, &rep); err != nil {
 		return nil, err
 	}
 	return &rep, nil

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meridian-id/meridian/keystore"
+	"github.com/meridian-id/meridian/node"
 	"github.com/meridian-id/meridian/ops/inspect"
 	"github.com/meridian-id/meridian/projector"
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
@@ -28,16 +29,23 @@ import (
 // equals one that applied the same messages live. A replay interrupted by
 // its context leaves the workspace behind, and the same call resumes it.
 //
-// Swapping: a running node's projector owns its model directory, so the
-// swap is offline: stop the node, run the replay with DataDir and Swap
+// Swapping into a running node (Node and Swap): the model is built in the
+// workspace (on the node's file system) with a scratch key store, then the
+// node is asked to swap it in (node.SwapRequest, POST /v1/admin/model/swap):
+// it pauses its projector, catches the rebuilt model up from its inbox
+// sequence to exactly the live one's, compares the two there (at the same
+// position they must be equal: the verification), switches the
+// directories crash-safely and resumes (projector.Swap). Reads are served
+// throughout except during the switch itself. The workspace's scratch
+// keys are deleted afterwards.
+//
+// Swapping offline (DataDir and Swap): stop the node, run the replay
 // (the live model moves to model.replaced-<time> and the rebuilt one takes
 // its place, two renames on one file system), start the node, which
-// consumes on from the rebuilt model's inbox sequence. To keep the node's
-// downtime short, first build into a workspace while the node runs
-// (no DataDir), then stop it and run again with DataDir, Swap and the same
-// workspace: the second run only applies what arrived since, restores the
-// data keys the first run put into its scratch key store, verifies and
-// swaps.
+// consumes on from the rebuilt model's inbox sequence. A workspace built
+// while the node ran can be reused: the second run only applies what
+// arrived since, restores the data keys the first run put into its scratch
+// key store, verifies and swaps.
 //
 // Keys. A swap rebuilds with the node's own key store (keys arriving in
 // the inbox are the node's keys anyway). Every other replay uses a scratch
@@ -61,8 +69,15 @@ type ReplayConfig struct {
 	// ZoneKeys unwrap the zone's data-key records. Required.
 	ZoneKeys map[string]keystore.ZoneKey
 	// DataDir is the node's data directory, of a stopped node. Optional;
-	// required for Swap.
+	// Swap needs it or Node.
 	DataDir string
+	// Node is the region's running node, to swap into online (with Swap;
+	// the Workspace must then be on the node's file system, e.g. inside
+	// its data directory).
+	Node *NodeClient
+	// LiveTimeout bounds how long the node waits for its live model to
+	// reach the rebuilt one's position before swapping (node default 1m).
+	LiveTimeout time.Duration
 	// Workspace is where the model is built (default DataDir/replay;
 	// required without DataDir).
 	Workspace string
@@ -119,17 +134,30 @@ func (c *ReplayConfig) validate() error {
 			c.Workspace = filepath.Join(c.DataDir, "replay")
 		}
 	}
+	if c.Workspace != "" {
+		if abs, err := filepath.Abs(c.Workspace); err == nil {
+			c.Workspace = abs
+		}
+	}
+	if c.LiveTimeout < 0 {
+		bad("LiveTimeout", "must not be negative")
+	}
+	if c.Node != nil && !c.Swap {
+		bad("Node", "only used to swap into a running node (Swap)")
+	}
 	if c.Swap {
 		switch {
-		case c.DataDir == "":
-			bad("Swap", "needs DataDir: the data directory of the stopped node to swap the model into")
+		case c.DataDir == "" && c.Node == nil:
+			bad("Swap", "needs Node (a running node to swap into) or DataDir (the data directory of a stopped node)")
+		case c.DataDir != "" && c.Node != nil:
+			bad("Swap", "either into a running node (Node) or into a stopped node's DataDir, not both")
 		case c.FromSeq > 1:
 			bad("Swap", "a replay from sequence %d lacks the events before it; only a complete replay can be swapped in", c.FromSeq)
 		case !c.Until.IsZero():
 			bad("Swap", "a point-in-time replay (Until) is for investigations; only a complete replay can be swapped in")
 		}
 	}
-	if c.DataDir != "" && filepath.Clean(c.Workspace) == filepath.Join(filepath.Clean(c.DataDir), ModelDir) {
+	if dd, err := filepath.Abs(c.DataDir); c.DataDir != "" && err == nil && filepath.Clean(c.Workspace) == filepath.Join(dd, ModelDir) {
 		bad("Workspace", "must not be the node's live model directory")
 	}
 	if c.Logger == nil {
@@ -156,6 +184,8 @@ type ReplayReport struct {
 	Verify       []*Comparison `json:"verify,omitempty"`
 	VerifyNote   string        `json:"verify_note,omitempty"`
 	Swapped      bool          `json:"swapped"`
+	// Online is the running node's account of an online swap.
+	Online *node.SwapReport `json:"online,omitempty"`
 	// Replaced is where the model that was swapped out went.
 	Replaced   string                          `json:"replaced,omitempty"`
 	Identities map[string]*meridianv1.Identity `json:"identities,omitempty"`
@@ -239,14 +269,21 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	}
 	keysDir := filepath.Join(cfg.Workspace, KeysDir)
 	rep.KeyStore = keysDir
-	if cfg.Swap {
+	if cfg.Swap && cfg.Node == nil {
 		keysDir, rep.KeyStore = filepath.Join(cfg.DataDir, KeysDir), "node"
 	}
 	keys, err := openKeys(keysDir)
 	if err != nil {
 		return nil, err
 	}
-	defer keys.Close()
+	keysOpen := true
+	closeKeys := func() {
+		if keysOpen {
+			keys.Close()
+			keysOpen = false
+		}
+	}
+	defer closeKeys()
 
 	m := newMeter(cfg.Progress, "replay", "rebuild", "messages", 0)
 	stats, err := projector.Rebuild(ctx, projector.RebuildConfig{
@@ -284,14 +321,15 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	}
 	defer closeBuilt()
 
-	if cfg.Swap && stats.Resumed {
+	if cfg.Swap && cfg.Node == nil && stats.Resumed {
 		// The earlier part may have been built with a scratch key store:
 		// make sure the node holds every key the model is sealed under.
 		if rep.KeysRestored, err = restoreKeys(ctx, cfg.JS, cfg.Stream, cfg.Zone, stats.FirstSeq-1, cfg.ZoneKeys, keys, built); err != nil {
 			return rep, err
 		}
 	}
-	if !cfg.NoVerify {
+	// Online, the node verifies at the same position (swapOnline).
+	if !cfg.NoVerify && cfg.Node == nil {
 		if err := cfg.verify(ctx, rep, built, keys); err != nil {
 			return rep, err
 		}
@@ -306,12 +344,56 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 		return rep, nil
 	}
 	closeBuilt()
+	if cfg.Node != nil {
+		closeKeys()
+		return rep, cfg.swapOnline(ctx, rep, keysDir)
+	}
 	if rep.Replaced, err = swapModel(cfg.DataDir, rep.ModelDir, cfg.Now()); err != nil {
 		return rep, err
 	}
 	rep.Swapped, rep.ModelDir = true, filepath.Join(cfg.DataDir, ModelDir)
 	cfg.Logger.Info("replay: model swapped in", "dir", rep.ModelDir, "replaced", rep.Replaced)
 	return rep, nil
+}
+
+// swapOnline asks the running node to swap the rebuilt model in; the
+// node's comparison at the same inbox position is the verification.
+func (c *ReplayConfig) swapOnline(ctx context.Context, rep *ReplayReport, keysDir string) error {
+	m := newMeter(c.Progress, "replay", "swap into the running node", "steps", 1)
+	verify := !c.NoVerify
+	req := node.SwapRequest{Dir: rep.ModelDir, Verify: &verify}
+	if c.LiveTimeout > 0 {
+		req.LiveTimeout = c.LiveTimeout.String()
+	}
+	sr, err := c.Node.SwapModel(ctx, req)
+	if err != nil {
+		return fmt.Errorf("ops: replay: swap into the running node of %s (the rebuilt model stays in %s): %w", c.Region, rep.ModelDir, err)
+	}
+	m.update(1, fmt.Sprintf("caught up %d messages", sr.CaughtUp), true)
+	rep.Online, rep.Swapped, rep.ModelDir, rep.Replaced = sr, true, sr.ModelDir, sr.Replaced
+	for _, v := range sr.Verify {
+		cmp := &Comparison{Kind: v.Kind, Scope: "at inbox seq " + strconv.FormatUint(v.InboxSeq, 10),
+			Sources:    []string{"rebuilt", "live"},
+			InboxSeq:   map[string]uint64{"rebuilt": v.InboxSeq, "live": v.InboxSeq},
+			Identities: map[string]int{"rebuilt": v.Rebuilt, "live": v.Live},
+			Roots:      map[string]string{}, Equal: v.Equal, Differences: []Difference{}}
+		for _, id := range v.Differing {
+			cmp.Differences = append(cmp.Differences, Difference{Identity: id, Bucket: inspect.BucketOf(id), Digests: map[string]string{}})
+		}
+		rep.Verify = append(rep.Verify, cmp)
+	}
+	if c.NoVerify {
+		rep.VerifyNote = "verification skipped (NoVerify)"
+	}
+	// The scratch key store held data keys the node has anyway; an
+	// investigation copy of them should not outlive the swap.
+	if err := os.RemoveAll(keysDir); err != nil {
+		c.Logger.Warn("replay: remove the workspace's scratch keys", "dir", keysDir, "err", err)
+	} else {
+		rep.KeyStore = "removed after the swap"
+	}
+	c.Logger.Info("replay: model swapped into the running node", "region", c.Region, "replaced", sr.Replaced, "caught_up", sr.CaughtUp)
+	return nil
 }
 
 // verify compares the rebuilt model with the live one.

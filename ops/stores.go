@@ -39,6 +39,12 @@ func checkNotInUse(dir string) error {
 	return l.Close()
 }
 
+// NodeRunning reports whether a node has the stores of dataDir open (its
+// read model's Pebble lock is held): it runs on this host.
+func NodeRunning(dataDir string) bool {
+	return errors.Is(checkNotInUse(filepath.Join(dataDir, ModelDir)), ErrNodeRunning)
+}
+
 func openKeys(dir string) (*keystore.Store, error) {
 	if err := checkNotInUse(dir); err != nil {
 		return nil, err
@@ -48,6 +54,10 @@ func openKeys(dir string) (*keystore.Store, error) {
 
 func openModel(dir string, keys projector.KeyStore) (*projector.Model, error) {
 	if err := checkNotInUse(dir); err != nil {
+		return nil, err
+	}
+	// A swap a crash interrupted is settled first (a no-op without one).
+	if _, err := projector.RecoverSwap(dir); err != nil {
 		return nil, err
 	}
 	return projector.OpenModel(dir, keys, nil)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -22,11 +23,16 @@ Rebuilds a region's read model from its inbox stream into a workspace,
 shows progress, verifies it against the live model where both cover the
 same events, and swaps it in.
 
-  Replace a node's model: stop the node, run with --data <its data dir>
-  (the rebuilt model is swapped in, the old one kept beside it), start it.
-  Short downtime: run with --out WS while the node runs, then stop it, run
-  with --data <dir> --out WS --swap (applies only what arrived since,
-  verifies, swaps), start it.
+  Replace a running node's model: run with --data <its data dir> on the
+  node's host. The model is rebuilt in <data>/replay, then the node swaps
+  it in without stopping: it pauses its projector, catches the rebuilt
+  model up to exactly its live position, compares the two there, switches
+  the directories (crash-safe) and resumes. Reads are served throughout,
+  except during the switch itself (milliseconds), when they answer
+  503 model_switching with Retry-After. The old model is kept beside it.
+  Replace a stopped node's model: the same command; the swap is offline.
+  Short downtime offline: run with --out WS while the node runs, then stop
+  it, run with --data <dir> --out WS --swap, start it.
   Investigations: --until TIME or --from-seq N with --out WS (never swapped
   in; the workspace holds data keys: delete it when done).
   An interrupted replay resumes when run again with the same workspace.
@@ -47,7 +53,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dep := addDeployFlags(fs)
 	regionName := fs.String("region", "", "region whose inbox is replayed (required)")
 	keysPath := fs.String("keys", "", "key `file` with the region's zone key (default with --dev: its secrets.json)")
-	data := fs.String("data", "", "data `dir` of the region's node, which must be stopped (default with --dev: <dev>/<region>); the rebuilt model is swapped in unless --dry-run, --out or a partial replay")
+	data := fs.String("data", "", "data `dir` of the region's node (default with --dev: <dev>/<region>); the rebuilt model is swapped in, online if the node runs, unless --dry-run, --out or a partial replay")
 	out := fs.String("out", "", "workspace `dir` to build in and leave the model in (default <data>/replay); an interrupted replay there resumes")
 	fromSeq := fs.Uint64("from-seq", 0, "first inbox `sequence` to apply (investigations; never swapped in)")
 	until := fs.String("until", "", "build the model as of this RFC 3339 `time` (investigations; never swapped in)")
@@ -93,6 +99,25 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if cfg.DataDir == "" && cfg.Workspace == "" {
 		return fmt.Errorf("%w: give --data (a stopped node's data dir) or --out (a workspace to build in while the node runs)", errUsage)
+	}
+	if cfg.Swap && !*dryRun {
+		// A running node swaps the model in itself.
+		running := cfg.DataDir != "" && ops.NodeRunning(cfg.DataDir)
+		cl, cerr := ops.NewNodeClient(r)
+		if !running && cfg.DataDir == "" && cerr == nil {
+			_, err := cl.Status(ctx)
+			running = err == nil
+		}
+		if running {
+			if cerr != nil {
+				return fmt.Errorf("the node of %s runs, but cannot be asked to swap: %w", r.Name, cerr)
+			}
+			cfg.Node = cl
+			if cfg.Workspace == "" {
+				cfg.Workspace = filepath.Join(cfg.DataDir, "replay")
+			}
+			cfg.DataDir = ""
+		}
 	}
 	if cfg.ZoneKeys, err = dep.zoneKeys(*keysPath, r.Zone); err != nil {
 		return err
@@ -163,6 +188,11 @@ func printReplay(w io.Writer, rep *ops.ReplayReport) {
 		fmt.Fprintf(w, "  %s: %s\n", id, e)
 	}
 	switch {
+	case rep.Online != nil:
+		o := rep.Online
+		fmt.Fprintf(w, "swapped into the running node: %s (caught up %d messages, inbox seq %d..%d; consumption paused %d ms, reads held %d ms)\n",
+			o.ModelDir, o.CaughtUp, o.BuiltSeq, o.LiveSeq, o.PausedMs, o.SwitchMs)
+		fmt.Fprintf(w, "  the previous model is in %s; delete it when satisfied\n", o.Replaced)
 	case rep.Swapped:
 		fmt.Fprintf(w, "swapped in: %s (the previous model is in %s; delete it when satisfied); start the node\n", rep.ModelDir, orNothing(rep.Replaced))
 	default:
