@@ -106,6 +106,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Claimer:     n.claimer(),
 		Tombstones:  tombstones{n},
 		ClaimWindow: cfg.Claims.Window,
+		Observed:    func() map[string]uint64 { return n.proj.Observed() }, // the projector is made below; writes come after
 	}); err != nil {
 		return nil, fmt.Errorf("node: writer: %w", err)
 	}
