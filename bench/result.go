@@ -69,25 +69,28 @@ type Result struct {
 	GetDefinition      string           `json:"get_definition"`
 
 	// Metadata.
-	Date            string  `json:"date"`
-	GoVersion       string  `json:"go_version"`
-	OS              string  `json:"os"`
-	Arch            string  `json:"arch"`
-	Cores           int     `json:"cores"`
-	GOMAXPROCS      int     `json:"gomaxprocs"`
-	Events          int     `json:"events"`
-	Payload         int     `json:"payload"`
-	GlobalRecord    int     `json:"global_record_bytes"`   // the events' GLOBAL part as stored
-	ResidentRecord  int     `json:"resident_record_bytes"` // the events' sealed RESIDENT part as stored
-	Reps            int     `json:"reps"`
-	Callers         int     `json:"callers"`
-	Rate            int     `json:"rate_per_s"`
-	LatencySamples  int     `json:"latency_samples"`
-	Identities      int     `json:"identities"`
-	Quick           bool    `json:"quick"`
-	LoadAvgStart    float64 `json:"loadavg_start"`
-	LoadAvgEnd      float64 `json:"loadavg_end"`
-	DurationSeconds float64 `json:"duration_s"`
+	Date           string `json:"date"`
+	GoVersion      string `json:"go_version"`
+	OS             string `json:"os"`
+	Arch           string `json:"arch"`
+	Cores          int    `json:"cores"`
+	GOMAXPROCS     int    `json:"gomaxprocs"`
+	Events         int    `json:"events"`
+	Payload        int    `json:"payload"`
+	GlobalRecord   int    `json:"global_record_bytes"`   // the events' GLOBAL part as stored
+	ResidentRecord int    `json:"resident_record_bytes"` // the events' sealed RESIDENT part as stored
+	Reps           int    `json:"reps"`
+	Callers        int    `json:"callers"`
+	Rate           int    `json:"rate_per_s"`
+	LatencySamples int    `json:"latency_samples"`
+	Identities     int    `json:"identities"`
+	// DuplicateWindowS is the duplicate window of every stream in the
+	// run (benchDuplicateWindow), in seconds.
+	DuplicateWindowS float64 `json:"duplicate_window_s"`
+	Quick            bool    `json:"quick"`
+	LoadAvgStart     float64 `json:"loadavg_start"`
+	LoadAvgEnd       float64 `json:"loadavg_end"`
+	DurationSeconds  float64 `json:"duration_s"`
 }
 
 // E2EStages is Result.E2EStagesMs.

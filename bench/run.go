@@ -49,7 +49,8 @@ func Run(ctx context.Context, cfg Config) (_ *Result, err error) {
 		Cores: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Events: cfg.Events, Payload: cfg.Payload,
 		Reps: cfg.Reps, Callers: cfg.Callers, Rate: cfg.Rate, LatencySamples: cfg.LatencySamples,
 		Identities: cfg.Identities, Quick: cfg.Quick, LoadAvgStart: loadAvg(),
-		ShipRoute: shipRouteName,
+		DuplicateWindowS: benchDuplicateWindow.Seconds(),
+		ShipRoute:        shipRouteName,
 	}
 	defer func() {
 		// Close everything even after a failure; the directory goes last.
@@ -177,6 +178,23 @@ func (r *runner) setup(ctx context.Context) error {
 	}
 	if r.jsR, err = connect(remoteRegion); err != nil {
 		return err
+	}
+	for _, reg := range c.Policy.Regions() {
+		js := r.jsO
+		switch reg {
+		case originRegion:
+		case remoteRegion:
+			js = r.jsR
+		default:
+			if js, err = connect(reg); err != nil {
+				return err
+			}
+		}
+		for _, name := range []string{region.OriginStream(reg), region.InboxStream(reg)} {
+			if err := boundDuplicates(startCtx, js, name); err != nil {
+				return err
+			}
+		}
 	}
 	r.progress("three regions running in %s", r.dir)
 	return nil
