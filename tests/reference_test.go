@@ -52,6 +52,7 @@ func referenceView(t *testing.T, logs map[string][]record, id string, keys *keys
 				}
 				plain.EventId, plain.IdentityId, plain.OriginRegion, plain.OriginNode = ev.EventId, ev.IdentityId, ev.OriginRegion, ev.OriginNode
 				plain.Sequence, plain.Hlc, plain.Zone, plain.HomeRegion, plain.Part = ev.Sequence, ev.Hlc, ev.Zone, ev.HomeRegion, meridianv1.Part_PART_RESIDENT
+				plain.Observed = ev.Observed // as the projector does: the causal context is the outer record's
 				parts = append(parts, plain)
 			}
 		}
