@@ -39,6 +39,7 @@ func (d *decoded) release() {
 // Event field numbers (events.proto).
 const (
 	fEventID, fIdentityID, fOriginRegion, fOriginNode, fSequence, fHLC, fZone, fHomeRegion, fPart, fSealed = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+	fObserved                                                                                              = 11
 	fSealedKeyID, fSealedNonce, fSealedCiphertext                                                          = 1, 2, 3
 )
 
@@ -68,8 +69,9 @@ func (d *decoded) decode(b []byte, in *interner) error {
 func (d *decoded) fast(b []byte, in *interner) bool {
 	ev := &d.ev
 	ev.Reset()
-	var seen uint64 // envelope fields met (bit per field number)
-	var body []byte // the body field, tag included
+	var seen uint64     // envelope fields met (bit per field number)
+	var body []byte     // the body field, tag included
+	var observed []byte // the causal context field, tag included
 	for len(b) > 0 {
 		field := b
 		num, typ, n := protowire.ConsumeTag(b)
@@ -128,6 +130,15 @@ func (d *decoded) fast(b []byte, in *interner) bool {
 			case fPart:
 				ev.Part = meridianv1.Part(int32(v))
 			}
+		case num == fObserved:
+			if typ != protowire.BytesType {
+				return false
+			}
+			_, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return false
+			}
+			observed, b = field[:n+m], b[m:]
 		default:
 			if num >= 64 || !isBody[num] || body != nil || typ != protowire.BytesType {
 				return false // unknown field, or a second body
@@ -139,7 +150,11 @@ func (d *decoded) fast(b []byte, in *interner) bool {
 			body, b = field[:n+m], b[m:]
 		}
 	}
-	// The body is proto's to read (merged into the envelope read so far).
+	// The body and the causal context are proto's to read (merged into the
+	// envelope read so far).
+	if observed != nil && bodyMerge.Unmarshal(observed, ev) != nil {
+		return false
+	}
 	return body == nil || bodyMerge.Unmarshal(body, ev) == nil
 }
 

@@ -22,6 +22,12 @@ func randomEvent(r *rand.Rand) *meridianv1.Event {
 	if r.Intn(2) == 0 {
 		ev.Sealed = &meridianv1.Sealed{KeyId: pick("", "k1"), Nonce: []byte(pick("", "123456789012")), Ciphertext: []byte(pick("", "ciphertext"))}
 	}
+	if r.Intn(3) == 0 {
+		ev.Observed = &meridianv1.CausalContext{}
+		for range r.Intn(3) {
+			ev.Observed.Hlc = map[string]uint64{pick("", "n1", "n2"): uint64(r.Int63()) >> uint(r.Intn(64))}
+		}
+	}
 	switch r.Intn(6) {
 	case 0:
 		ev.Body = &meridianv1.Event_TraitsUpdated{TraitsUpdated: &meridianv1.TraitsUpdated{Traits: &meridianv1.Traits{Name: ptr(pick("", "N")), Metadata: map[string]string{"k": "v"}}}}
