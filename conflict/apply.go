@@ -55,9 +55,9 @@ type Effect struct {
 	// redelivery, a write older than what the state holds, any event on
 	// an erased identity but an earlier erasure).
 	Changed bool
-	// Removed reports that a set element's remove stamp moved: payloads
-	// that other states hold for the element (the RESIDENT state's) may be
-	// dead now, see Prune.
+	// Removed reports that a set element's cuts moved (its remove stamp
+	// or a per-node cut): payloads that other states hold for the element
+	// (the RESIDENT state's) may be dead now, see Prune.
 	Removed bool
 	// Erased reports that the identity became erased by this event.
 	Erased bool
