@@ -48,9 +48,21 @@ func (m *Merger) Merge(a, b *meridianv1.IdentityState) *meridianv1.IdentityState
 		elems := joinSorted(x.GetElements(), y.GetElements(),
 			func(p, q *meridianv1.SetElement) int { return bytes.Compare(p.GetKey(), q.GetKey()) },
 			func(p, q *meridianv1.SetElement) *meridianv1.SetElement {
-				e := elementFromPB(p).Merge(elementFromPB(q), join)
+				if p == q {
+					return p
+				}
+				ep, eq := elementFromPB(p), elementFromPB(q)
+				e := ep.Merge(eq, join)
 				if t != nil && t.rule == meridianv1.MergeRule_MERGE_RULE_GROW_ONLY_SET {
 					e = e.newestOnly()
+				}
+				// One side is the join more often than not: share it
+				// (elements are replaced, never modified).
+				switch {
+				case sameElement(e, ep):
+					return p
+				case sameElement(e, eq):
+					return q
 				}
 				return elementToPB(p.GetKey(), e)
 			})

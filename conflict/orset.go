@@ -200,18 +200,22 @@ func (e AWElement[P]) Merge(o AWElement[P], join func(a, b P) P) AWElement[P] {
 		}
 		return out
 	}
-	// Per node the newer add, of those that survive.
-	adds := make([]AWAdd[P], 0, 2+len(e.Others)+len(o.Others))
-	for _, x := range []AWElement[P]{e, o} {
+	// Per node the newer add, of those that survive. A handful of adds
+	// (one per node and side): sorted in a buffer on the stack, by node,
+	// newest first.
+	var buf [8]AWAdd[P]
+	adds := buf[:0]
+	for _, x := range [2]*AWElement[P]{&e, &o} {
 		if !x.Added.IsZero() {
 			adds = append(adds, AWAdd[P]{x.Added, x.Payload})
 		}
 		adds = append(adds, x.Others...)
 	}
-	// By node, newest first.
-	slices.SortFunc(adds, func(a, b AWAdd[P]) int {
-		return cmp.Or(strings.Compare(a.Stamp.Node, b.Stamp.Node), b.Stamp.Compare(a.Stamp))
-	})
+	for i := 1; i < len(adds); i++ {
+		for j := i; j > 0 && addBefore(adds[j], adds[j-1]); j-- {
+			adds[j], adds[j-1] = adds[j-1], adds[j]
+		}
+	}
 	kept := adds[:0]
 	for i := 0; i < len(adds); {
 		a := adds[i]
@@ -237,9 +241,18 @@ func (e AWElement[P]) Merge(o AWElement[P], join func(a, b P) P) AWElement[P] {
 	}
 	out.Added, out.Payload = kept[newest].Stamp, kept[newest].Payload
 	if len(kept) > 1 {
-		out.Others = slices.Delete(kept, newest, newest+1)
+		out.Others = make([]AWAdd[P], 0, len(kept)-1)
+		out.Others = append(append(out.Others, kept[:newest]...), kept[newest+1:]...)
 	}
 	return out
+}
+
+// addBefore orders adds by node, newest first.
+func addBefore[P any](a, b AWAdd[P]) bool {
+	if a.Stamp.Node != b.Stamp.Node {
+		return a.Stamp.Node < b.Stamp.Node
+	}
+	return a.Stamp.Compare(b.Stamp) > 0
 }
 
 // newestOnly drops every add but the newest: the elements of a grow-only
