@@ -265,6 +265,15 @@ func (n *Node) reestablishSources(ctx context.Context, origin string) error {
 	for _, src := range cfg.Sources {
 		if src.Name != region.OriginStream(origin) {
 			keep = append(keep, src)
+			continue
+		}
+		// Keep where a re-seed set the source to start in a recreated
+		// origin (ops/reseedcontinue.go): NATS uses it when it finds the
+		// origin recreated, which would otherwise mean from its start.
+		for _, w := range want {
+			if w.FilterSubject == src.FilterSubject {
+				w.OptStartSeq = src.OptStartSeq
+			}
 		}
 	}
 	full := append(slices.Clone(keep), want...)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"time"
 
@@ -24,27 +23,36 @@ import (
 // copy of everything written there that the other regions source from)
 // and its inbox. ReseedStreams, with the node stopped:
 //
-//  1. provisions the region's streams again from the policy (the new inbox
-//     sources every origin from its first message, its own included);
-//  2. re-fills the origin stream with the region's history that its log no
-//     longer holds (trimmed by retention), taken from the other regions'
-//     inboxes, which hold copies of it: GLOBAL parts everywhere, RESIDENT
-//     parts and keys in the zone's other regions (the policy's filters
-//     decided what they hold, so nothing crosses a zone here either);
-//  3. re-ships the whole log into it (the shipper's checkpoint goes back to
-//     the log's first record; message ids deduplicate);
+//  1. reads what the other regions' inboxes hold of the origin: each copy
+//     carries its record's log sequence (Meridian-Seq) and its sequence in
+//     the lost origin stream (Nats-Stream-Source); and where each of their
+//     sources of the origin stands;
+//  2. provisions the region's streams again from the policy (the new inbox
+//     sources every origin from its first message, its own included), the
+//     origin stream starting at the lost one's first sequence;
+//  3. re-fills the origin stream so that every record sits at the
+//     sequence it had: records some inbox held are put back in the lost
+//     stream's order (their data from the log, or from the inbox where the
+//     log was trimmed: GLOBAL parts everywhere, RESIDENT parts and keys in
+//     the zone's other regions — the policy's filters decided what they
+//     hold, so nothing crosses a zone here either); a sequence no inbox
+//     held gets a placeholder on a subject no inbox sources, deleted
+//     afterwards; then the log's records no inbox held follow, in log
+//     order; the shipper's checkpoint moves to the log's end;
 //  4. rewinds the read model to inbox sequence 0 (projector.ResetInbox):
 //     the node then applies the new inbox from its start, and merges are
 //     idempotent, so the model keeps what it has and gains nothing twice.
 //
+// The other regions' inboxes therefore continue exactly where they were:
+// each source resumes after the last origin sequence it stored, which now
+// names the same record as before, and receives only what it lacked. NATS
+// 2.15 may also notice the recreation (stream identity) and restart a
+// source at its OptStartSeq, or at the stream's start if it has none:
+// step 1 sets OptStartSeq to the same resume point, so that path agrees.
+//
 // Lost is the region's history that is in neither the log nor another
 // region's inbox: RESIDENT parts of a zone no other region belongs to,
 // older than the log's first record.
-//
-// NATS 2.15 notices that the origin stream was recreated (stream identity)
-// and the other regions' inboxes then source it again from its start: they
-// hold the region's history twice afterwards. Their projectors apply the
-// copies idempotently; it costs storage, not correctness.
 
 // ReseedStreamsConfig configures ReseedStreams.
 type ReseedStreamsConfig struct {
@@ -107,6 +115,19 @@ type ReseedStreamsReport struct {
 	// Lost: sequences below the log's first record found in no inbox (or
 	// never used: an earlier sequence floor's jump).
 	Lost []SeqRange `json:"lost"`
+	// OriginFirstSeq is the recreated origin stream's first sequence: the
+	// lost one's (the lowest any inbox had sourced).
+	OriginFirstSeq uint64 `json:"origin_first_seq"`
+	// Placeholders counts sequences no inbox held (filled and deleted, so
+	// the numbering is the lost stream's); Appended the log's records no
+	// inbox held, put after them.
+	Placeholders uint64 `json:"placeholders"`
+	Appended     uint64 `json:"appended"`
+	// Continued says where each other region's inbox source of the origin
+	// continues; NotContinued lists regions whose inbox config could not be
+	// updated (NATS may restart their sources from the origin's start).
+	Continued    []SourceContinuation `json:"continued"`
+	NotContinued []string             `json:"not_continued,omitempty"`
 	// ModelInboxWas is the read model's inbox sequence before the rewind.
 	ModelInboxWas uint64        `json:"model_inbox_seq_was"`
 	ModelReset    bool          `json:"model_reset"`
@@ -142,23 +163,30 @@ func ReseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreams
 		return nil, fmt.Errorf("ops: reseed streams: %s: %w", rp.Origin.Name, err)
 	}
 
-	// 1. The streams.
+	// 1. What the other inboxes hold of the origin, and where each of
+	// their sources of it stands (reseedcontinue.go).
+	held, err := cfg.collectHeld(ctx, rep, rp)
+	if err != nil {
+		return rep, err
+	}
+	if err := cfg.pinOtherSources(ctx, rep, rp.Origin.Name); err != nil {
+		return rep, err
+	}
+
+	// 2. The streams, the origin numbered as the lost one was.
+	if rep.OriginFirstSeq, err = createOrigin(ctx, js, rp.Origin, held.first()); err != nil {
+		return rep, err
+	}
 	prov, err := region.Provision(ctx, cfg.Plan, map[string]jetstream.JetStream{cfg.Region: js}, region.ProvisionOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("ops: reseed streams: provision: %w", err)
 	}
 	rep.Provision = prov.String()
 
-	// 2. History the log no longer holds, from the other inboxes.
-	if rep.LogFirst > 1 {
-		if err := cfg.refillHistory(ctx, rep, js, rp); err != nil {
-			return rep, err
-		}
-	}
-
-	// 3. The log, through a shipper of our own.
-	if rep.LogLast >= rep.LogFirst {
-		if err := cfg.reship(ctx, rep, l, js, rp.Origin.Name); err != nil {
+	// 3. Re-fill it: every record at its old sequence, then what no inbox
+	// had, from the log; the node's shipper goes on after the log's end.
+	if rep.OriginFirstSeq > 0 || cfg.Force {
+		if err := cfg.refill(ctx, rep, l, js, rp.Origin.Name, held); err != nil {
 			return rep, err
 		}
 	}
@@ -175,125 +203,9 @@ func ReseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreams
 	return rep, nil
 }
 
-// refillHistory copies the region's records below the log's first sequence
-// from the other regions' inboxes into the new origin stream: zone mates
-// first (they hold RESIDENT parts too), then the rest.
-func (c *ReseedStreamsConfig) refillHistory(ctx context.Context, rep *ReseedStreamsReport, js jetstream.JetStream, rp *region.RegionPlan) error {
-	var others []string
-	for _, r := range c.Plan.Regions {
-		if r.Region != c.Region && c.JS[r.Region] != nil {
-			others = append(others, r.Region)
-		}
-	}
-	slices.SortStableFunc(others, func(a, b string) int {
-		za, zb := c.zoneOf(a) == rp.Zone, c.zoneOf(b) == rp.Zone
-		switch {
-		case za && !zb:
-			return -1
-		case zb && !za:
-			return 1
-		}
-		return 0
-	})
-	pub, err := newRepublisher(js)
-	if err != nil {
-		return err
-	}
-	defer pub.close()
-	seen := map[uint64]bool{}
-	m := newMeter(c.Progress, "reseed streams", "history from inboxes", "records", rep.LogFirst-1)
-	for _, other := range others {
-		ojs := c.JS[other]
-		n := uint64(0)
-		_, err := scanStream(ctx, ojs, region.InboxStream(other), scanRange{Filters: []string{region.OriginSubjects(c.Region)}}, func(sm StreamMsg) error {
-			if sm.OriginSeq == 0 || sm.OriginSeq >= rep.LogFirst || seen[sm.OriginSeq] {
-				return nil
-			}
-			seen[sm.OriginSeq] = true
-			if err := pub.publish(ctx, sm.Subject, sm.MsgID, sm.OriginSeq, sm.Data); err != nil {
-				return err
-			}
-			n++
-			m.update(uint64(len(seen)), other, false)
-			return nil
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			// One region being away must not stop the re-seed: what it
-			// alone held is reported lost.
-			c.Logger.Warn("reseed streams: inbox unreadable", "region", other, "err", err)
-			rep.Unreachable = append(rep.Unreachable, other)
-			continue
-		}
-		rep.FromInboxes[other] = n
-	}
-	if err := pub.wait(ctx); err != nil {
-		return err
-	}
-	m.update(uint64(len(seen)), "", true)
-	rep.Republished, rep.DuplicateAck = pub.acked, pub.dups
-	have := make([]uint64, 0, len(seen))
-	for s := range seen {
-		have = append(have, s)
-	}
-	slices.Sort(have)
-	rep.HistorySeqs = toRanges(have)
-	rep.Lost = gaps(have, 1, rep.LogFirst-1)
-	return nil
-}
-
 func (c *ReseedStreamsConfig) zoneOf(r string) string {
 	z, _ := c.Plan.Policy.ZoneOf(r)
 	return z
-}
-
-// reship resets the shipper checkpoint to before the log's first record
-// and ships the log into the new origin stream.
-func (c *ReseedStreamsConfig) reship(ctx context.Context, rep *ReseedStreamsReport, l *eventlog.Log, js jetstream.JetStream, origin string) error {
-	if err := l.SetCheckpoint(eventlog.DefaultShipperCheckpoint, rep.LogFirst-1); err != nil {
-		return fmt.Errorf("ops: reseed streams: reset shipper checkpoint: %w", err)
-	}
-	sh, err := eventlog.NewShipper(eventlog.ShipperConfig{
-		Log: l, JS: js, Stream: origin, Route: routeRecord(c.Region),
-		Logger: c.Logger.With("component", "shipper"),
-	})
-	if err != nil {
-		return fmt.Errorf("ops: reseed streams: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	if err := sh.Start(wctx); err != nil {
-		return fmt.Errorf("ops: reseed streams: %w", err)
-	}
-	m := newMeter(c.Progress, "reseed streams", "re-ship log", "records", rep.LogLast-rep.LogFirst+1)
-	done := make(chan error, 1)
-	go func() { done <- sh.WaitShipped(wctx, rep.LogLast) }()
-	t := time.NewTicker(progressEvery)
-	defer t.Stop()
-	var werr error
-wait:
-	for {
-		select {
-		case werr = <-done:
-			break wait
-		case <-t.C:
-			mt := sh.Metrics()
-			m.update(mt.Shipped-min(mt.Shipped, rep.LogFirst-1), "", false)
-		}
-	}
-	mt := sh.Metrics()
-	cerr := sh.Close()
-	m.update(mt.Shipped-min(mt.Shipped, rep.LogFirst-1), "", true)
-	rep.FromLog = mt.Shipped - min(mt.Shipped, rep.LogFirst-1)
-	if werr != nil {
-		return fmt.Errorf("ops: reseed streams: ship the log (%d of %d records shipped): %w", rep.FromLog, rep.LogLast-rep.LogFirst+1, errors.Join(werr, cerr))
-	}
-	if cerr != nil && !errors.Is(cerr, eventlog.ErrShipperClosed) {
-		return fmt.Errorf("ops: reseed streams: shipper: %w", cerr)
-	}
-	return nil
 }
 
 // republisher publishes copies of records into an origin stream with the

@@ -2,8 +2,12 @@ package tests
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,6 +146,47 @@ func TestOpsReseedStreams(t *testing.T) {
 		st := n.Status()
 		return st.Shipper != nil && st.Shipper.Backlog == 0, opsReport(st.Shipper)
 	})
+	conns := d.Connect()
+	defer conns.Close()
+	jss := map[string]jetstream.JetStream{}
+	for _, name := range allRegions {
+		js, err := conns.JS(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jss[name] = js
+	}
+	// What the other inboxes hold of eu-west before its store goes.
+	heldBefore := map[string]uint64{}
+	for _, o := range allRegions {
+		if o != r {
+			heldBefore[o] = opsInboxCountOf(t, ctx, jss[o], o, r)
+		}
+	}
+	// A short duplicate window on the other inboxes, so that a record
+	// sourced twice would be stored twice (with the default 2 min window a
+	// test this short could not tell).
+	for o := range heldBefore {
+		st, err := jss[o].Stream(ctx, region.InboxStream(o))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := st.CachedInfo().Config
+		cfg.Duplicates = 100 * time.Millisecond
+		for k := range cfg.Metadata {
+			if strings.HasPrefix(k, "_nats.") {
+				delete(cfg.Metadata, k)
+			}
+		}
+		if _, err := jss[o].UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ost, err := jss[r].Stream(ctx, region.OriginStream(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	originLastBefore := ost.CachedInfo().State.LastSeq
 	trimBelow := n.Log().LastSeq() / 2
 	if err := n.Log().Trim(trimBelow); err != nil {
 		t.Fatal(err)
@@ -161,16 +206,6 @@ func TestOpsReseedStreams(t *testing.T) {
 	}
 	others := opsCreateIn(t, ctx, c, 6, "meanwhile", usEast, euCentral)
 
-	conns := d.Connect()
-	defer conns.Close()
-	jss := map[string]jetstream.JetStream{}
-	for _, name := range allRegions {
-		js, err := conns.JS(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		jss[name] = js
-	}
 	plan, err := region.Compile(c.Policy)
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +255,29 @@ func TestOpsReseedStreams(t *testing.T) {
 		}
 	}
 
+	// The other inboxes continue where they were: the recreated origin
+	// holds every record at its old sequence, and each source resumes after
+	// the last one it had.
+	if rep.OriginFirstSeq != 1 || rep.Appended != 0 {
+		t.Errorf("origin from %d, %d records appended; want the lost numbering from 1, every record held somewhere", rep.OriginFirstSeq, rep.Appended)
+	}
+	if len(rep.Continued) < 3 || len(rep.NotContinued) > 0 { // us-east: global; eu-central: global and eu
+		t.Fatalf("continued %+v, not %v", rep.Continued, rep.NotContinued)
+	}
+	for _, sc := range rep.Continued {
+		if sc.StartSeq != sc.OldSourceSeq+1 || (sc.LastLogSeq == 0) != (sc.OldSourceSeq == 0) || sc.OldSourceSeq > originLastBefore {
+			t.Errorf("%+v: want the start after the old source sequence (origin had %d)", sc, originLastBefore)
+		}
+		if sc.Filter == region.ZoneFilter(r, region.GlobalZone) && sc.OldSourceSeq != originLastBefore {
+			t.Errorf("%+v: the global filter had sourced up to %d", sc, originLastBefore)
+		}
+	}
+	for o, before := range heldBefore {
+		if got := opsInboxCountOf(t, ctx, jss[o], o, r); got != before {
+			t.Errorf("%s holds %d messages of %s after the re-seed, %d before", o, got, r, before)
+		}
+	}
+
 	if err := c.StartNode(ctx, r); err != nil {
 		t.Fatal(err)
 	}
@@ -228,4 +286,87 @@ func TestOpsReseedStreams(t *testing.T) {
 	}
 	more := opsCreate(t, ctx, c, 6, "after")
 	opsWaitConverged(t, ctx, d, len(ids)+len(others)+len(more))
+	// From now on each other inbox grows by exactly eu-west's new records:
+	// it holds each of them once (the duplicate window would hide repeats
+	// from counts, so ids are compared).
+	for o := range heldBefore {
+		zone := opsZone(t, c, o)
+		opsEventually(t, 30*time.Second, o+" holds eu-west's records once each", func() (bool, string) {
+			held, dups, err := opsScanIDs(ctx, jss[o], region.InboxStream(o), region.OriginSubjects(r))
+			if err != nil {
+				return false, err.Error()
+			}
+			if len(dups) > 0 {
+				return false, fmt.Sprintf("%s holds %d of eu-west's records more than once, e.g. %s", o, len(dups), dups[0])
+			}
+			all, _, err := opsScanIDs(ctx, jss[r], region.OriginStream(r), region.OriginSubjects(r))
+			if err != nil {
+				return false, err.Error()
+			}
+			missing := 0
+			for id, subj := range all {
+				sp, err := region.ParseSubject(subj)
+				if err != nil {
+					return false, err.Error()
+				}
+				if _, ok := held[id]; !ok && (sp.Zone == region.GlobalZone || sp.Zone == zone) {
+					missing++
+				}
+			}
+			return missing == 0, fmt.Sprintf("%d of eu-west's records missing in %s", missing, o)
+		})
+	}
+}
+
+// opsInboxCountOf counts the messages of origin's subjects in a region's
+// inbox.
+func opsInboxCountOf(t *testing.T, ctx context.Context, js jetstream.JetStream, inboxRegion, origin string) uint64 {
+	t.Helper()
+	s, err := js.Stream(ctx, region.InboxStream(inboxRegion))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(region.OriginSubjects(origin)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// opsScanIDs reads the Nats-Msg-Id and subject of a stream's messages on
+// filter (up to the last message at the start), and lists ids seen twice.
+func opsScanIDs(ctx context.Context, js jetstream.JetStream, stream, filter string) (map[string]string, []string, error) {
+	ids := map[string]string{}
+	var dups []string
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, nil, err
+	}
+	last := s.CachedInfo().State.LastSeq
+	if _, err := s.GetLastMsgForSubject(ctx, filter); errors.Is(err, jetstream.ErrMsgNotFound) {
+		return ids, nil, nil
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	for {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return nil, nil, err
+		}
+		md, _ := msg.Metadata()
+		id := msg.Headers().Get(jetstream.MsgIDHeader)
+		if _, ok := ids[id]; ok {
+			dups = append(dups, id)
+		}
+		ids[id] = msg.Subject()
+		if md.NumPending == 0 || md.Sequence.Stream >= last {
+			return ids, dups, nil
+		}
+	}
 }

@@ -144,11 +144,10 @@ func printReseedLog(w io.Writer, rep *ops.ReseedLogReport) {
 func printReseedStreams(w io.Writer, rep *ops.ReseedStreamsReport) {
 	fmt.Fprintf(w, "re-seeded the streams of %s in %s\n", rep.Region, rep.Duration.Round(time.Millisecond))
 	fmt.Fprint(w, indent(rep.Provision))
-	if rep.LogLast >= rep.LogFirst {
-		fmt.Fprintf(w, "  %s: re-shipped %d records from the log (sequences %d..%d)\n", rep.Origin, rep.FromLog, rep.LogFirst, rep.LogLast)
-	}
+	fmt.Fprintf(w, "  %s: re-filled from stream sequence %d, every record at the sequence it had: %d from the log (sequences %d..%d), %d older ones from other regions' inboxes, %d placeholders for sequences no inbox held (deleted), %d log records no inbox held appended\n",
+		rep.Origin, rep.OriginFirstSeq, rep.FromLog, rep.LogFirst, rep.LogLast, rep.Republished, rep.Placeholders, rep.Appended)
 	if rep.LogFirst > 1 {
-		fmt.Fprintf(w, "  %s: %d older records copied back from other regions' inboxes %v (sequences %s)\n", rep.Origin, rep.Republished, rep.FromInboxes, ops.FormatRanges(rep.HistorySeqs))
+		fmt.Fprintf(w, "  %s: older records copied back from other regions' inboxes %v (log sequences %s)\n", rep.Origin, rep.FromInboxes, ops.FormatRanges(rep.HistorySeqs))
 		if len(rep.Lost) > 0 {
 			fmt.Fprintf(w, "  LOST: %d sequences below %d are in neither the log nor any inbox: %s\n", ops.RangesLen(rep.Lost), rep.LogFirst, ops.FormatRanges(rep.Lost))
 			fmt.Fprintln(w, "    (RESIDENT records of a zone no other region holds, or an earlier sequence-floor jump)")
@@ -159,7 +158,13 @@ func printReseedStreams(w io.Writer, rep *ops.ReseedStreamsReport) {
 			fmt.Fprintf(w, "  WARNING: inboxes not read: %v\n", rep.Unreachable)
 		}
 	}
-	fmt.Fprintf(w, "  %s: sources every origin from its start (the other regions re-source this origin too; their projectors apply repeats idempotently)\n", rep.Inbox)
+	fmt.Fprintf(w, "  %s: sources every origin from its start\n", rep.Inbox)
+	for _, sc := range rep.Continued {
+		fmt.Fprintf(w, "  %s: its source of %s on %s continues at stream sequence %d (it held up to %d, log sequence %d)\n", sc.Inbox, rep.Origin, sc.Filter, sc.StartSeq, sc.OldSourceSeq, sc.LastLogSeq)
+	}
+	if len(rep.NotContinued) > 0 {
+		fmt.Fprintf(w, "  WARNING: the inboxes of %v could not be pinned: NATS may have them source %s again from its start (their projectors apply repeats idempotently)\n", rep.NotContinued, rep.Origin)
+	}
 	if rep.ModelReset {
 		fmt.Fprintf(w, "  read model rewound from inbox seq %d to 0: the node re-applies the new inbox, keeping its state\n", rep.ModelInboxWas)
 	}

@@ -1,0 +1,391 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-id/meridian/eventlog"
+	"github.com/meridian-id/meridian/region"
+)
+
+// Re-filling a recreated origin stream so that the other regions' inboxes
+// continue where they were (see ReseedStreams).
+
+// SourceContinuation is where one other region's inbox source of the
+// re-seeded origin continues.
+type SourceContinuation struct {
+	Region string `json:"region"`
+	Inbox  string `json:"inbox"`
+	Filter string `json:"filter"`
+	// LastLogSeq is the last origin log sequence the inbox held on the
+	// filter; OldSourceSeq that record's sequence in the lost origin
+	// stream (0: it held nothing on the filter).
+	LastLogSeq   uint64 `json:"last_log_seq"`
+	OldSourceSeq uint64 `json:"old_source_seq"`
+	// StartSeq is where it continues in the recreated origin stream: the
+	// sequence after OldSourceSeq, which names the same record as before.
+	StartSeq uint64 `json:"start_seq"`
+}
+
+// heldCopy is one record of the origin as another inbox holds it.
+type heldCopy struct {
+	logSeq  uint64
+	subject string
+	msgID   string
+	data    []byte // kept only below the log's first record
+	region  string
+}
+
+// heldRecords is what the other inboxes hold of the origin, by the
+// sequence each record had in the lost origin stream.
+type heldRecords struct {
+	byOldSeq map[uint64]*heldCopy
+	logSeqs  map[uint64]bool // log sequences held anywhere
+}
+
+func (h *heldRecords) first() uint64 {
+	first := uint64(0)
+	for s := range h.byOldSeq {
+		if first == 0 || s < first {
+			first = s
+		}
+	}
+	return max(first, 1)
+}
+
+// collectHeld scans every reachable other inbox for the origin's records;
+// zone mates first, since they hold RESIDENT parts too.
+func (c *ReseedStreamsConfig) collectHeld(ctx context.Context, rep *ReseedStreamsReport, rp *region.RegionPlan) (*heldRecords, error) {
+	h := &heldRecords{byOldSeq: map[uint64]*heldCopy{}, logSeqs: map[uint64]bool{}}
+	var others []string
+	for _, r := range c.Plan.Regions {
+		if r.Region != c.Region && c.JS[r.Region] != nil {
+			others = append(others, r.Region)
+		}
+	}
+	slices.SortStableFunc(others, func(a, b string) int {
+		za, zb := c.zoneOf(a) == rp.Zone, c.zoneOf(b) == rp.Zone
+		switch {
+		case za && !zb:
+			return -1
+		case zb && !za:
+			return 1
+		}
+		return 0
+	})
+	m := newMeter(c.Progress, "reseed streams", "read other inboxes", "regions", uint64(len(others)))
+	for i, other := range others {
+		n := uint64(0)
+		_, err := scanStream(ctx, c.JS[other], region.InboxStream(other), scanRange{Filters: []string{region.OriginSubjects(c.Region)}}, func(sm StreamMsg) error {
+			if sm.OriginSeq == 0 || sm.SrcSeq == 0 {
+				return nil
+			}
+			h.logSeqs[sm.OriginSeq] = true
+			if _, ok := h.byOldSeq[sm.SrcSeq]; ok {
+				return nil
+			}
+			hc := &heldCopy{logSeq: sm.OriginSeq, subject: sm.Subject, msgID: sm.MsgID, region: other}
+			if sm.OriginSeq < rep.LogFirst {
+				hc.data = sm.Data
+				n++
+			}
+			h.byOldSeq[sm.SrcSeq] = hc
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			// One region being away must not stop the re-seed: what it
+			// alone held is reported lost (or re-shipped from the log).
+			c.Logger.Warn("reseed streams: inbox unreadable", "region", other, "err", err)
+			rep.Unreachable = append(rep.Unreachable, other)
+			continue
+		}
+		rep.FromInboxes[other] = n
+		m.update(uint64(i+1), other, false)
+	}
+	m.update(uint64(len(others)), "", true)
+	var have []uint64
+	for s := range h.logSeqs {
+		if s < rep.LogFirst {
+			have = append(have, s)
+		}
+	}
+	slices.Sort(have)
+	rep.HistorySeqs = toRanges(have)
+	if rep.LogFirst > 1 {
+		rep.Lost = gaps(have, 1, rep.LogFirst-1)
+	}
+	return h, nil
+}
+
+// pinOtherSources records where each other inbox's source of the origin
+// stands and sets its OptStartSeq to the same resume point, for NATS's
+// stream-recreation path (which would otherwise start from the beginning).
+func (c *ReseedStreamsConfig) pinOtherSources(ctx context.Context, rep *ReseedStreamsReport, origin string) error {
+	for _, rp := range c.Plan.Regions {
+		js := c.JS[rp.Region]
+		if rp.Region == c.Region || js == nil || slices.Contains(rep.Unreachable, rp.Region) {
+			continue
+		}
+		cs, err := pinSources(ctx, js, rp.Region, rp.Inbox.Name, origin)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.Logger.Warn("reseed streams: cannot pin the inbox's sources of the origin", "region", rp.Region, "err", err)
+			rep.NotContinued = append(rep.NotContinued, rp.Region)
+			continue
+		}
+		rep.Continued = append(rep.Continued, cs...)
+	}
+	return nil
+}
+
+func pinSources(ctx context.Context, js jetstream.JetStream, regionName, inbox, origin string) ([]SourceContinuation, error) {
+	s, err := js.Stream(ctx, inbox)
+	if err != nil {
+		return nil, err
+	}
+	cfg := s.CachedInfo().Config
+	var out []SourceContinuation
+	for _, src := range cfg.Sources {
+		if src.Name != origin {
+			continue
+		}
+		sc := SourceContinuation{Region: regionName, Inbox: inbox, Filter: src.FilterSubject}
+		filter := src.FilterSubject
+		if filter == "" {
+			filter = ">"
+		}
+		m, err := s.GetLastMsgForSubject(ctx, filter)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("last message of %s on %s: %w", inbox, filter, err)
+		default:
+			sc.LastLogSeq, _ = strconv.ParseUint(m.Header.Get(eventlog.SeqHeader), 10, 64)
+			_, sc.OldSourceSeq = parseSourceHeader(m.Header.Get("Nats-Stream-Source"))
+		}
+		sc.StartSeq = sc.OldSourceSeq + 1
+		src.OptStartSeq = sc.StartSeq
+		out = append(out, sc)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	meta := map[string]string{}
+	for k, v := range cfg.Metadata {
+		if !strings.HasPrefix(k, "_nats.") { // the server's own
+			meta[k] = v
+		}
+	}
+	cfg.Metadata = meta
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("update %s: %w", inbox, err)
+	}
+	return out, nil
+}
+
+// createOrigin creates the origin stream starting at first. One left by
+// an interrupted re-seed (or provisioned empty by a node started meanwhile)
+// is deleted first: the re-fill puts every record at the same sequence
+// again.
+func createOrigin(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, first uint64) (uint64, error) {
+	if err := js.DeleteStream(ctx, want.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, fmt.Errorf("ops: reseed streams: delete the interrupted %s: %w", want.Name, err)
+	}
+	want.FirstSeq = first
+	if _, err := js.CreateStream(ctx, want); err != nil {
+		return 0, fmt.Errorf("ops: reseed streams: create %s from sequence %d: %w", want.Name, first, err)
+	}
+	return first, nil
+}
+
+// gapSubject is the placeholder of a sequence no inbox held: no inbox
+// sources it (its zone token is no zone), and it is deleted afterwards.
+func gapSubject(regionName string) string {
+	return region.SubjectRoot + "." + regionName + ".reseed-gap.none"
+}
+
+// refill puts the records back at their old sequences, fills the gaps,
+// appends the log's records no inbox held, deletes the placeholders and
+// moves the shipper's checkpoint to the log's end.
+func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsReport, l *eventlog.Log, js jetstream.JetStream, origin string, h *heldRecords) error {
+	route := routeRecord(c.Region)
+	olds := make([]uint64, 0, len(h.byOldSeq))
+	for s := range h.byOldSeq {
+		olds = append(olds, s)
+	}
+	slices.Sort(olds)
+	var extra []uint64 // log records no inbox held, in log order
+	for seq := rep.LogFirst; seq <= rep.LogLast && rep.LogLast > 0; seq++ {
+		if !h.logSeqs[seq] {
+			extra = append(extra, seq)
+		}
+	}
+	total := uint64(len(extra))
+	if len(olds) > 0 {
+		total += olds[len(olds)-1] - olds[0] + 1
+	}
+	pub, err := newPlacer(js, rep.OriginFirstSeq)
+	if err != nil {
+		return err
+	}
+	defer pub.close()
+	m := newMeter(c.Progress, "reseed streams", "re-fill origin", "messages", total)
+	placed := map[string]bool{}
+	fromLog := func(seq uint64) (string, string, []byte, error) {
+		recs, err := l.Read(seq, 1)
+		if err != nil || len(recs) == 0 || recs[0].Seq != seq {
+			return "", "", nil, err
+		}
+		subj, id, err := route(recs[0])
+		return subj, id, recs[0].Data, err
+	}
+	var gapSeqs []uint64
+	for i, old := range olds {
+		if i > 0 {
+			for gap := olds[i-1] + 1; gap < old; gap++ {
+				gapSeqs = append(gapSeqs, pub.next)
+				if err := pub.publish(ctx, gapSubject(c.Region), "", 0, nil); err != nil {
+					return err
+				}
+			}
+		}
+		hc := h.byOldSeq[old]
+		subj, id, data := hc.subject, hc.msgID, hc.data
+		if hc.logSeq >= rep.LogFirst {
+			ls, lid, ldata, err := fromLog(hc.logSeq)
+			if err != nil {
+				return fmt.Errorf("ops: reseed streams: log record %d: %w", hc.logSeq, err)
+			}
+			if ldata != nil {
+				subj, id, data = ls, lid, ldata
+				rep.FromLog++
+			}
+		} else {
+			rep.Republished++
+		}
+		if data == nil || placed[id] {
+			// Redacted out of the log meanwhile, or a second copy of one
+			// record in the lost stream: keep the numbering.
+			gapSeqs = append(gapSeqs, pub.next)
+			if err := pub.publish(ctx, gapSubject(c.Region), "", 0, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		placed[id] = true
+		if err := pub.publish(ctx, subj, id, hc.logSeq, data); err != nil {
+			return err
+		}
+		m.update(pub.next-rep.OriginFirstSeq, "", false)
+	}
+	for _, seq := range extra {
+		subj, id, data, err := fromLog(seq)
+		if err != nil {
+			return fmt.Errorf("ops: reseed streams: log record %d: %w", seq, err)
+		}
+		if data == nil || placed[id] {
+			continue
+		}
+		placed[id] = true
+		if err := pub.publish(ctx, subj, id, seq, data); err != nil {
+			return err
+		}
+		rep.FromLog++
+		rep.Appended++
+	}
+	if err := pub.wait(ctx); err != nil {
+		return err
+	}
+	m.update(pub.next-rep.OriginFirstSeq, "", true)
+	s, err := js.Stream(ctx, origin)
+	if err != nil {
+		return fmt.Errorf("ops: reseed streams: %w", err)
+	}
+	for _, seq := range gapSeqs {
+		if err := s.DeleteMsg(ctx, seq); err != nil {
+			return fmt.Errorf("ops: reseed streams: delete placeholder %d: %w", seq, err)
+		}
+	}
+	rep.Placeholders = uint64(len(gapSeqs))
+	if rep.LogLast >= rep.LogFirst && rep.LogLast > 0 {
+		if err := l.SetCheckpoint(eventlog.DefaultShipperCheckpoint, rep.LogLast); err != nil {
+			return fmt.Errorf("ops: reseed streams: shipper checkpoint: %w", err)
+		}
+	}
+	return nil
+}
+
+// placer publishes messages that must land at consecutive sequences from
+// next, a bounded window of async publishes, and checks that each did.
+type placer struct {
+	js      jetstream.JetStream
+	next    uint64
+	futures []placed
+}
+
+type placed struct {
+	f   jetstream.PubAckFuture
+	seq uint64
+}
+
+func newPlacer(js jetstream.JetStream, first uint64) (*placer, error) {
+	pjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncMaxPending(republishWindow))
+	if err != nil {
+		return nil, fmt.Errorf("ops: republish: %w", err)
+	}
+	return &placer{js: pjs, next: first}, nil
+}
+
+func (p *placer) publish(ctx context.Context, subject, msgID string, seq uint64, data []byte) error {
+	if len(p.futures) >= republishWindow {
+		if err := p.wait(ctx); err != nil {
+			return err
+		}
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	if msgID != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	if seq > 0 {
+		msg.Header.Set(eventlog.SeqHeader, strconv.FormatUint(seq, 10))
+	}
+	f, err := p.js.PublishMsgAsync(msg)
+	if err != nil {
+		return fmt.Errorf("ops: republish %s: %w", subject, err)
+	}
+	p.futures = append(p.futures, placed{f, p.next})
+	p.next++
+	return nil
+}
+
+func (p *placer) wait(ctx context.Context) error {
+	for _, pl := range p.futures {
+		select {
+		case ack := <-pl.f.Ok():
+			if ack.Duplicate || ack.Sequence != pl.seq {
+				return fmt.Errorf("ops: reseed streams: %s landed at sequence %d (duplicate %v), want %d: the origin's numbering would differ from the lost one's; run again with Force",
+					pl.f.Msg().Subject, ack.Sequence, ack.Duplicate, pl.seq)
+			}
+		case err := <-pl.f.Err():
+			return fmt.Errorf("ops: republish %s: %w", pl.f.Msg().Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p.futures = p.futures[:0]
+	return nil
+}
+
+func (p *placer) close() { p.js.CleanupPublisher() }
