@@ -1,10 +1,15 @@
 package eventlog
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const benchPayloadBytes = 256
@@ -83,4 +88,58 @@ func TestBenchHelpers(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("rejected benchmark created %s", dir)
 	}
+}
+
+// BenchmarkShipperLatency measures one record at a time, paced at about
+// 1,000 appends/s, from the acknowledged append to the record being
+// readable by an ordered consumer of the origin stream (the shipper's hop
+// of the end-to-end latency, alone on a local server). It reports the
+// percentiles; there is nothing to assert.
+//
+//	go test -run '^$' -bench '^BenchmarkShipperLatency$' -benchtime=2000x ./eventlog/
+func BenchmarkShipperLatency(b *testing.B) {
+	e := newShipEnv(b)
+	l := openShipLog(b, filepath.Join(b.TempDir(), "log"))
+	s, err := NewShipper(e.shipperConfig(l))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	base := time.Now()
+	seen := make(chan int64, 1)
+	cons, err := e.js.OrderedConsumer(ctx, shipTestStream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := cons.Consume(func(jetstream.Msg) { seen <- int64(time.Since(base)) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+	lat := make([]time.Duration, 0, b.N)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	b.ResetTimer()
+	for i := range b.N {
+		<-tick.C
+		if _, err := l.Append(ctx, shipRec(i)); err != nil {
+			b.Fatal(err)
+		}
+		acked := int64(time.Since(base))
+		select {
+		case at := <-seen:
+			lat = append(lat, time.Duration(at-acked))
+		case <-time.After(10 * time.Second):
+			b.Fatalf("record %d not readable within 10s", i)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*9/10].Nanoseconds())/1e3, "p90-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
 }
