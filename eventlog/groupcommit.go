@@ -244,7 +244,14 @@ func (l *Log) commitLoop() {
 // ran. gather keeps filling cur until as many appends arrived after that
 // completion as it answered, or Options.CommitDelay passes, whichever is
 // first. A single writer never waits: its own next append is the one
-// expected.
+// expected. The wait is bounded by CommitDelay per commitDelayGroup callers
+// expected (at most commitDelayMaxFactor times CommitDelay): with 64 closed-
+// loop writers that each spend ~10-20 µs of CPU on an append, the last of
+// them comes back several hundred µs after the first on two cores; a fixed
+// 100 µs bound split them over two fsyncs (about 40 of 64 appends per fsync
+// instead of 62, measured with the writer), which cost more CPU per append
+// and fewer appends per second. At low rates the expected group is one or
+// two appends and the bound stays CommitDelay.
 func (l *Log) gather(cur *flight, delay *time.Timer, done <-chan struct{}) (*flight, <-chan struct{}) {
 	woke := l.woke.Swap(0)
 	if l.opts.CommitDelay <= 0 || woke < 2 || len(l.slots) > 1 {
@@ -254,7 +261,7 @@ func (l *Log) gather(cur *flight, delay *time.Timer, done <-chan struct{}) (*fli
 	if l.enqueued.Load() >= target {
 		return cur, done
 	}
-	delay.Reset(l.opts.CommitDelay)
+	delay.Reset(commitDelayFor(l.opts.CommitDelay, woke))
 	defer delay.Stop()
 	for l.enqueued.Load() < target {
 		select {
@@ -272,6 +279,21 @@ func (l *Log) gather(cur *flight, delay *time.Timer, done <-chan struct{}) (*fli
 	}
 	cur, _ = l.fill(cur)
 	return cur, done
+}
+
+// commitDelayGroup and commitDelayMaxFactor scale the commit delay with the
+// number of callers expected back (see gather).
+const (
+	commitDelayGroup     = 8
+	commitDelayMaxFactor = 10
+)
+
+// commitDelayFor is the longest gather waits for woke callers to append
+// again: d per commitDelayGroup of them, at least d, at most
+// commitDelayMaxFactor times d.
+func commitDelayFor(d time.Duration, woke uint64) time.Duration {
+	f := min(max((woke+commitDelayGroup-1)/commitDelayGroup, 1), commitDelayMaxFactor)
+	return d * time.Duration(f)
 }
 
 // fill claims queued requests into cur (creating it if needed) while they

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestConcurrentAppends: 64 goroutines, single- and multi-record appends.
@@ -180,5 +181,20 @@ func TestCheckpointsShareBatches(t *testing.T) {
 	}
 	if cp, err := l.Checkpoint("a"); err != nil || cp != 0 {
 		t.Errorf("Checkpoint(a) = %d, %v", cp, err)
+	}
+}
+
+// The commit delay grows with the callers expected back, within bounds.
+func TestCommitDelayFor(t *testing.T) {
+	d := 100 * time.Microsecond
+	for _, tc := range []struct {
+		woke uint64
+		want time.Duration
+	}{
+		{0, d}, {1, d}, {2, d}, {8, d}, {9, 2 * d}, {64, 8 * d}, {80, 10 * d}, {1000, 10 * d},
+	} {
+		if got := commitDelayFor(d, tc.woke); got != tc.want {
+			t.Errorf("commitDelayFor(%s, %d) = %s, want %s", d, tc.woke, got, tc.want)
+		}
 	}
 }

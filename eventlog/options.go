@@ -29,7 +29,8 @@ const (
 	// here: it splits concurrent writers over more, smaller fsyncs and
 	// defeats the commit delay.
 	DefaultPipeline = 1
-	// DefaultCommitDelay bounds the commit delay; well under one fsync
+	// DefaultCommitDelay bounds the commit delay per commitDelayGroup callers
+	// expected back (see Options.CommitDelay); well under one fsync
 	// (about 250 µs on the reference machines).
 	DefaultCommitDelay = 100 * time.Microsecond
 	// DefaultMemTableSize is Pebble's memtable size for the log. Larger than
@@ -81,7 +82,12 @@ type Options struct {
 	// concurrent writers share one fsync instead of alternating between two
 	// (see gather in groupcommit.go). It only applies after a batch that
 	// answered at least two appends, and ends as soon as that many appends
-	// have arrived. Default DefaultCommitDelay; negative disables it.
+	// have arrived. The bound is CommitDelay per commitDelayGroup (8) callers
+	// expected, at most commitDelayMaxFactor (10) times CommitDelay: callers
+	// that each spend CPU on their next append (the writer) take longer to
+	// come back the more of them there are, and cutting the wait short
+	// splits them over two fsyncs. Default DefaultCommitDelay; negative
+	// disables it.
 	CommitDelay time.Duration
 
 	// Retention trims records every consumer has checkpointed past.
