@@ -103,8 +103,12 @@ type ReplayConfig struct {
 	Progress ProgressFunc
 	// Logger (default: discarded).
 	Logger *slog.Logger
-	// BatchSize and ApplyWorkers tune the rebuild (projector defaults).
-	BatchSize, ApplyWorkers int
+	// BatchSize and ApplyWorkers tune the rebuild (projector.RebuildConfig
+	// defaults). CacheEntries bounds both the rebuild's cache of decoded
+	// states and the key store's cache of data keys, in identities (default
+	// DefaultReplayCacheEntries): a replay whose identities fit in them
+	// never reads a state or a key back from disk.
+	BatchSize, ApplyWorkers, CacheEntries int
 	// Now names the replaced model directory (default time.Now).
 	Now func() time.Time
 }
@@ -160,6 +164,9 @@ func (c *ReplayConfig) validate() error {
 	if dd, err := filepath.Abs(c.DataDir); c.DataDir != "" && err == nil && filepath.Clean(c.Workspace) == filepath.Join(dd, ModelDir) {
 		bad("Workspace", "must not be the node's live model directory")
 	}
+	if c.CacheEntries == 0 {
+		c.CacheEntries = DefaultReplayCacheEntries
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -168,6 +175,13 @@ func (c *ReplayConfig) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// DefaultReplayCacheEntries is ReplayConfig.CacheEntries' default: twice
+// the live projector's, about 128 MiB of data keys and a few hundred MiB
+// of decoded states at most. BenchmarkReplay with 100 000 identities: 1.4x
+// the rate of the projector's default (65536), which misses on every
+// update when identities are touched round-robin.
+const DefaultReplayCacheEntries = 1 << 17
 
 // ReplayReport is what a replay did.
 type ReplayReport struct {
@@ -272,7 +286,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	if cfg.Swap && cfg.Node == nil {
 		keysDir, rep.KeyStore = filepath.Join(cfg.DataDir, KeysDir), "node"
 	}
-	keys, err := openKeys(keysDir)
+	keys, err := openKeysCache(keysDir, cfg.CacheEntries)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +303,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	stats, err := projector.Rebuild(ctx, projector.RebuildConfig{
 		JS: cfg.JS, Stream: cfg.Stream, Dir: rep.ModelDir, FromSeq: cfg.FromSeq, Until: cfg.Until,
 		Zone: cfg.Zone, Keys: keys, ZoneKeys: cfg.ZoneKeys, Logger: cfg.Logger,
-		BatchSize: cfg.BatchSize, ApplyWorkers: cfg.ApplyWorkers,
+		BatchSize: cfg.BatchSize, ApplyWorkers: cfg.ApplyWorkers, CacheEntries: cfg.CacheEntries,
 		Progress: func(p projector.RebuildProgress) {
 			// Total is the messages this call has to apply.
 			m.setTotal(p.LastSeq - min(p.LastSeq, p.Seq) + p.Messages)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"testing"
 	"time"
@@ -29,7 +30,9 @@ import (
 // same run. MERIDIAN_REPLAY_EVENTS sets the number of events (default
 // 100000; each is a GLOBAL and a sealed RESIDENT record, plus one data-key
 // record per identity; MERIDIAN_REPLAY_IDENTITIES sets how many identities,
-// default a tenth of the events). Run it once:
+// default a tenth of the events; MERIDIAN_REPLAY_BATCH the batch size,
+// MERIDIAN_REPLAY_CACHE the state cache's entries).
+// Run it once:
 //
 //	go test -run XXX -bench Replay -benchtime 1x ./ops/
 func BenchmarkReplay(b *testing.B) {
@@ -45,10 +48,29 @@ func BenchmarkReplay(b *testing.B) {
 		b.Fatal(err)
 	}
 	msgs := s.CachedInfo().State.Msgs
+	batch, _ := strconv.Atoi(os.Getenv("MERIDIAN_REPLAY_BATCH"))
+	cache, _ := strconv.Atoi(os.Getenv("MERIDIAN_REPLAY_CACHE"))
+	if os.Getenv("GOGC") == "" {
+		// As `meridian replay` runs (cmd/meridian/replay.go).
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
+	}
+	if os.Getenv("MERIDIAN_REPLAY_COMPARE") != "" {
+		// The settings before the tuning (the live projector's batch and
+		// caches, the default GC target), on the same inbox, first.
+		old := debug.SetGCPercent(100)
+		rep, err := Replay(ctx, ReplayConfig{Region: region.DevEUCentral, Zone: "eu", JS: js, ZoneKeys: zk,
+			Workspace: filepath.Join(dir, "ws-before"), NoVerify: true, CompareRaw: true, BatchSize: 2048, CacheEntries: 1 << 16})
+		debug.SetGCPercent(old)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("before (batch 2048, caches 65536, GOGC 100): %d messages in %v: %.0f msgs/s, raw consume %.0f msgs/s, ratio %.3f, %.2f s per 1M events",
+			rep.Stats.Messages, rep.Stats.Duration, rep.Stats.PerSec, rep.RawConsumePerSec, rep.Stats.PerSec/rep.RawConsumePerSec, rep.Stats.Duration.Seconds()*1e6/float64(events))
+	}
 	b.ResetTimer()
 	for i := range b.N {
 		rep, err := Replay(ctx, ReplayConfig{Region: region.DevEUCentral, Zone: "eu", JS: js, ZoneKeys: zk,
-			Workspace: filepath.Join(dir, fmt.Sprintf("ws-%d", i)), NoVerify: true, CompareRaw: true})
+			Workspace: filepath.Join(dir, fmt.Sprintf("ws-%d", i)), NoVerify: true, CompareRaw: true, BatchSize: batch, CacheEntries: cache})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -45,11 +45,15 @@ func NodeRunning(dataDir string) bool {
 	return errors.Is(checkNotInUse(filepath.Join(dataDir, ModelDir)), ErrNodeRunning)
 }
 
-func openKeys(dir string) (*keystore.Store, error) {
+func openKeys(dir string) (*keystore.Store, error) { return openKeysCache(dir, 0) }
+
+// openKeysCache opens a key store caching the keys of up to cache
+// identities (0: the key store's default).
+func openKeysCache(dir string, cache int) (*keystore.Store, error) {
 	if err := checkNotInUse(dir); err != nil {
 		return nil, err
 	}
-	return keystore.Open(keystore.Options{Dir: dir})
+	return keystore.Open(keystore.Options{Dir: dir, CacheEntries: cache})
 }
 
 func openModel(dir string, keys projector.KeyStore) (*projector.Model, error) {

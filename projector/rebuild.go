@@ -106,11 +106,20 @@ func (c *RebuildConfig) validate() error {
 	if c.ApplyWorkers < 0 {
 		bad("ApplyWorkers", "must not be negative")
 	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultRebuildBatchSize
+	}
 	cfg := Config{Now: c.Now, Logger: c.Logger, BatchSize: c.BatchSize, ApplyWorkers: c.ApplyWorkers, CacheEntries: c.CacheEntries}
 	cfg.setDefaults()
 	c.Now, c.Logger, c.BatchSize, c.ApplyWorkers, c.CacheEntries = cfg.Now, cfg.Logger, cfg.BatchSize, cfg.ApplyWorkers, cfg.CacheEntries
 	return errors.Join(errs...)
 }
+
+// DefaultRebuildBatchSize is RebuildConfig.BatchSize's default: larger
+// than the live projector's, since a rebuild has no latency to keep and
+// larger pulls and runs cost less per message (about 1.3-1.6x the rate of
+// 2048 in BenchmarkReplay on 2 cores).
+const DefaultRebuildBatchSize = 8192
 
 // rebuildCommitBatches is how many batches a rebuild applies per commit:
 // nobody reads the model while it is rebuilt, so it commits (and encodes
