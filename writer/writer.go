@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -333,9 +332,6 @@ func (b *batch) fetchKeys(preps []*prepared) *Error {
 		if id := p.ev.IdentityId; p.parts.hasResident && (len(ids) == 0 || ids[len(ids)-1] != id) {
 			ids = append(ids, id)
 		}
-	}
-	if len(ids) > 1 && !slices.ContainsFunc(ids[1:], func(id string) bool { return id != ids[0] }) {
-		ids = ids[:1]
 	}
 	switch len(ids) {
 	case 0:
