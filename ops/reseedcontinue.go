@@ -195,13 +195,30 @@ func pinSources(ctx context.Context, js jetstream.JetStream, regionName, inbox, 
 	return out, nil
 }
 
-// createOrigin creates the origin stream starting at first. One left by
-// an interrupted re-seed (or provisioned empty by a node started meanwhile)
-// is deleted first: the re-fill puts every record at the same sequence
-// again.
+// createOrigin creates the origin stream starting at first and returns
+// the first sequence still to be placed. An empty origin (provisioned by a
+// node started meanwhile) is recreated. One holding messages is an
+// interrupted re-seed's (the caller refused it without Force): if it
+// starts at first, the re-fill resumes after its last message, since the
+// placement is the same each time; otherwise it is refused, to be
+// deleted by hand.
 func createOrigin(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, first uint64) (uint64, error) {
-	if err := js.DeleteStream(ctx, want.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, fmt.Errorf("ops: reseed streams: delete the interrupted %s: %w", want.Name, err)
+	s, err := js.Stream(ctx, want.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("ops: reseed streams: %s: %w", want.Name, err)
+	default:
+		st := s.CachedInfo().State
+		if st.Msgs > 0 {
+			if st.FirstSeq != first {
+				return 0, fmt.Errorf("ops: reseed streams: %s exists from sequence %d, but the lost stream started at %d: it is not an interrupted re-seed of it; delete it to re-seed", want.Name, st.FirstSeq, first)
+			}
+			return st.LastSeq + 1, nil
+		}
+		if err := js.DeleteStream(ctx, want.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return 0, fmt.Errorf("ops: reseed streams: delete the empty %s: %w", want.Name, err)
+		}
 	}
 	want.FirstSeq = first
 	if _, err := js.CreateStream(ctx, want); err != nil {
@@ -219,7 +236,7 @@ func gapSubject(regionName string) string {
 // refill puts the records back at their old sequences, fills the gaps,
 // appends the log's records no inbox held, deletes the placeholders and
 // moves the shipper's checkpoint to the log's end.
-func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsReport, l *eventlog.Log, js jetstream.JetStream, origin string, h *heldRecords) error {
+func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsReport, l *eventlog.Log, js jetstream.JetStream, origin string, h *heldRecords, from uint64) error {
 	route := routeRecord(c.Region)
 	olds := make([]uint64, 0, len(h.byOldSeq))
 	for s := range h.byOldSeq {
@@ -236,7 +253,7 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 	if len(olds) > 0 {
 		total += olds[len(olds)-1] - olds[0] + 1
 	}
-	pub, err := newPlacer(js, rep.OriginFirstSeq)
+	pub, err := newPlacer(js, rep.OriginFirstSeq, from)
 	if err != nil {
 		return err
 	}
@@ -314,7 +331,9 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 		return fmt.Errorf("ops: reseed streams: %w", err)
 	}
 	for _, seq := range gapSeqs {
-		if err := s.DeleteMsg(ctx, seq); err != nil {
+		// One below from was placed by an interrupted run, which may have
+		// deleted it already.
+		if err := s.DeleteMsg(ctx, seq); err != nil && seq >= from {
 			return fmt.Errorf("ops: reseed streams: delete placeholder %d: %w", seq, err)
 		}
 	}
@@ -332,6 +351,7 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 type placer struct {
 	js      jetstream.JetStream
 	next    uint64
+	from    uint64 // positions below it are in place already (a resumed re-fill)
 	futures []placed
 }
 
@@ -340,15 +360,19 @@ type placed struct {
 	seq uint64
 }
 
-func newPlacer(js jetstream.JetStream, first uint64) (*placer, error) {
+func newPlacer(js jetstream.JetStream, first, from uint64) (*placer, error) {
 	pjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncMaxPending(republishWindow))
 	if err != nil {
 		return nil, fmt.Errorf("ops: republish: %w", err)
 	}
-	return &placer{js: pjs, next: first}, nil
+	return &placer{js: pjs, next: first, from: from}, nil
 }
 
 func (p *placer) publish(ctx context.Context, subject, msgID string, seq uint64, data []byte) error {
+	if p.next < p.from {
+		p.next++
+		return nil
+	}
 	if len(p.futures) >= republishWindow {
 		if err := p.wait(ctx); err != nil {
 			return err

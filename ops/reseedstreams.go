@@ -123,6 +123,9 @@ type ReseedStreamsReport struct {
 	// inbox held, put after them.
 	Placeholders uint64 `json:"placeholders"`
 	Appended     uint64 `json:"appended"`
+	// Resumed: the origin held an interrupted re-fill, continued after its
+	// last message.
+	Resumed bool `json:"resumed,omitempty"`
 	// Continued says where each other region's inbox source of the origin
 	// continues; NotContinued lists regions whose inbox config could not be
 	// updated (NATS may restart their sources from the origin's start).
@@ -174,9 +177,12 @@ func ReseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreams
 	}
 
 	// 2. The streams, the origin numbered as the lost one was.
-	if rep.OriginFirstSeq, err = createOrigin(ctx, js, rp.Origin, held.first()); err != nil {
+	rep.OriginFirstSeq = held.first()
+	from, err := createOrigin(ctx, js, rp.Origin, rep.OriginFirstSeq)
+	if err != nil {
 		return rep, err
 	}
+	rep.Resumed = from > rep.OriginFirstSeq
 	prov, err := region.Provision(ctx, cfg.Plan, map[string]jetstream.JetStream{cfg.Region: js}, region.ProvisionOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("ops: reseed streams: provision: %w", err)
@@ -185,10 +191,8 @@ func ReseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreams
 
 	// 3. Re-fill it: every record at its old sequence, then what no inbox
 	// had, from the log; the node's shipper goes on after the log's end.
-	if rep.OriginFirstSeq > 0 || cfg.Force {
-		if err := cfg.refill(ctx, rep, l, js, rp.Origin.Name, held); err != nil {
-			return rep, err
-		}
+	if err := cfg.refill(ctx, rep, l, js, rp.Origin.Name, held, from); err != nil {
+		return rep, err
 	}
 
 	// 4. The read model applies the new inbox from its start.

@@ -197,11 +197,6 @@ func TestOpsReseedStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ost, err := jss[r].Stream(ctx, region.OriginStream(r))
-	if err != nil {
-		t.Fatal(err)
-	}
-	originLastBefore := ost.CachedInfo().State.LastSeq
 	trimBelow := n.Log().LastSeq() / 2
 	if err := n.Log().Trim(trimBelow); err != nil {
 		t.Fatal(err)
@@ -279,13 +274,31 @@ func TestOpsReseedStreams(t *testing.T) {
 	if len(rep.Continued) < 3 || len(rep.NotContinued) > 0 { // us-east: global; eu-central: global and eu
 		t.Fatalf("continued %+v, not %v", rep.Continued, rep.NotContinued)
 	}
+	// Everything had been sourced before the loss, and the last record is
+	// a global one (a heartbeat), so the global sources were at the end.
+	originLast := s.CachedInfo().State.LastSeq
 	for _, sc := range rep.Continued {
-		if sc.StartSeq != sc.OldSourceSeq+1 || (sc.LastLogSeq == 0) != (sc.OldSourceSeq == 0) || sc.OldSourceSeq > originLastBefore {
-			t.Errorf("%+v: want the start after the old source sequence (origin had %d)", sc, originLastBefore)
+		if sc.StartSeq != sc.OldSourceSeq+1 || (sc.LastLogSeq == 0) != (sc.OldSourceSeq == 0) || sc.OldSourceSeq > originLast {
+			t.Errorf("%+v: want the start after the old source sequence (origin at %d)", sc, originLast)
 		}
-		if sc.Filter == region.ZoneFilter(r, region.GlobalZone) && sc.OldSourceSeq != originLastBefore {
-			t.Errorf("%+v: the global filter had sourced up to %d", sc, originLastBefore)
+		if sc.Filter == region.ZoneFilter(r, region.GlobalZone) && sc.OldSourceSeq != originLast {
+			t.Errorf("%+v: the global filter had sourced up to the end, %d", sc, originLast)
 		}
+	}
+	// Again: refused, the origin holds messages; with Force it resumes
+	// after the last message placed (the placement is the same each time),
+	// here with nothing left to place.
+	rcfg := ops.ReseedStreamsConfig{Plan: plan, Region: r, DataDir: c.NodeDir(r), JS: jss}
+	if _, err := ops.ReseedStreams(ctx, rcfg); !errors.Is(err, ops.ErrNotLost) {
+		t.Errorf("second reseed without Force: %v, want ErrNotLost", err)
+	}
+	rcfg.Force = true
+	rep2, err := ops.ReseedStreams(ctx, rcfg)
+	if err != nil || !rep2.Resumed || rep2.OriginFirstSeq != rep.OriginFirstSeq {
+		t.Fatalf("forced second reseed: %v, %+v", err, rep2)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.LastSeq != originLast || info.State.Msgs != s.CachedInfo().State.Msgs {
+		t.Errorf("forced second reseed changed the origin: %v, %+v (was last %d, %d messages)", err, info.State, originLast, s.CachedInfo().State.Msgs)
 	}
 	for o, before := range heldBefore {
 		if got := opsInboxCountOf(t, ctx, jss[o], o, r); got != before {
