@@ -14,7 +14,8 @@
 // a resident part under, emits a wrapped key record while the key is not yet
 // Published, and marks it Published once that record is durable in the log;
 // the projector Puts arriving keys (a batch's together, PutMany) and Gets
-// them by id to unseal. Every identity's keys are cached (with their AES-GCM
-// instances built), so the lookups of every sealed write and every unseal
-// touch no disk.
+// them by id to unseal. The keys of recently used identities are cached
+// (with their AES-GCM instances built; a bounded CLOCK cache of
+// Options.CacheEntries identities), so the lookups of sealed writes and
+// unseals of those identities touch no disk.
 package keystore

@@ -29,10 +29,15 @@ type Options struct {
 	// <data>/keys). Required. It must not be shared with another database:
 	// the store shreds every file Pebble discards there.
 	Dir string
-	// CacheEntries bounds the in-memory cache of the identities' keys (one
-	// entry per identity, holding all its keys with their AES-GCM instances
-	// built, about 1 KiB per key). Default 65536; negative disables the
-	// cache.
+	// CacheEntries bounds the in-memory cache of the identities' keys, in
+	// entries: one per identity looked up, holding all its keys with their
+	// AES-GCM instances built (about 1 KiB per key), or none for an
+	// identity without keys here (a negative entry, a few dozen bytes, so
+	// that asking again for an identity that has no key reads no disk).
+	// When full, the cache evicts by CLOCK (an identity looked up again
+	// since the hand last passed it stays; see cache.go), sharded by
+	// identity for large sizes. Default DefaultCacheEntries; negative
+	// disables the cache.
 	CacheEntries int
 }
 
@@ -41,10 +46,14 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: Options.Dir is required", ErrInvalid)
 	}
 	if o.CacheEntries == 0 {
-		o.CacheEntries = 1 << 16
+		o.CacheEntries = DefaultCacheEntries
 	}
 	return nil
 }
+
+// DefaultCacheEntries is Options.CacheEntries' default: 65,536 identities,
+// about 64 MiB with one key each.
+const DefaultCacheEntries = 1 << 16
 
 // Key is one data key of an identity.
 type Key struct {
@@ -115,12 +124,24 @@ func (k Key) gcm() cipher.AEAD {
 	return newGCM(k.Material[:])
 }
 
-// Metrics is a snapshot of the store's counters.
+// Metrics is a snapshot of the store's counters. The cache's are zero
+// when the cache is disabled.
 type Metrics struct {
 	Created   uint64 // keys created here
 	Put       uint64 // keys stored from other regions (new ones only)
 	Destroyed uint64 // keys deleted by Destroy
-	CacheHits uint64
+
+	// CacheHits counts lookups of an identity answered from the cache
+	// (negative entries included); CacheMisses counts identities loaded
+	// from Pebble because the cache did not hold them.
+	CacheHits, CacheMisses uint64
+	// CacheEvictions counts entries evicted to make room for another
+	// (not those dropped by Destroy or a failed write).
+	CacheEvictions uint64
+	// CacheEntries is the number of identities cached now, of which
+	// CacheNegative have no key here; CacheCapacity is the bound
+	// (Options.CacheEntries).
+	CacheEntries, CacheNegative, CacheCapacity int
 }
 
 // Store is the key store. It is safe for concurrent use.
@@ -148,17 +169,16 @@ type Store struct {
 	// every core that looks keys up).
 	closed atomic.Bool
 	// cache maps identity -> *entry: every key of the identity, as Pebble
-	// held them when the entry was made. Entries are made and replaced only
-	// under the identity's stripe, so they are never older than Pebble;
-	// reads are lock-free (every sealed write and every unseal looks a key
-	// up). n is approximate (Clear races with stores), which only makes
-	// the bound approximate.
-	cache struct {
-		m sync.Map
-		n atomic.Int64
-	}
+	// held them when the entry was made (nil when disabled). Entries are
+	// made and replaced only under the identity's stripe, after the write
+	// that changed Pebble, so they are never older than Pebble; Destroy
+	// removes the identity's entry under its stripe after deleting its
+	// keys, so no later lookup can see them. Lookups take no stripe (every
+	// sealed write and every unseal looks a key up). Evicting an entry,
+	// which needs no stripe, only makes the next lookup load it again.
+	cache *cache
 
-	created, put, destroyed, cacheHits atomic.Uint64
+	created, put, destroyed atomic.Uint64
 }
 
 const (
@@ -177,6 +197,9 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("keystore: open %s: %w", opts.Dir, err)
 	}
 	s := &Store{db: db, opts: opts}
+	if opts.CacheEntries > 0 {
+		s.cache = newCache(opts.CacheEntries)
+	}
 	return s, nil
 }
 
@@ -198,12 +221,17 @@ func (s *Store) Close() error {
 
 // Metrics returns a snapshot of the counters.
 func (s *Store) Metrics() Metrics {
-	return Metrics{
+	m := Metrics{
 		Created:   s.created.Load(),
 		Put:       s.put.Load(),
 		Destroyed: s.destroyed.Load(),
-		CacheHits: s.cacheHits.Load(),
 	}
+	if s.cache != nil {
+		st := s.cache.stats()
+		m.CacheHits, m.CacheMisses, m.CacheEvictions = st.hits, st.misses, st.evictions
+		m.CacheEntries, m.CacheNegative, m.CacheCapacity = st.entries, st.negative, st.capacity
+	}
+	return m
 }
 
 // open takes the read side of the close lock; callers defer s.mu.RUnlock().
@@ -605,6 +633,12 @@ func (s *Store) Destroy(identityID string) (int, error) {
 	st.Lock()
 	defer st.Unlock()
 
+	// Out of the cache first: from here on a lookup finds no entry and
+	// waits for the stripe, and no entry can come back while Destroy holds
+	// it (entries are only stored under the stripe); after it, a lookup
+	// loads from Pebble, which holds no key then (or, if DeleteRange
+	// failed, the keys that are still there).
+	s.uncache(identityID)
 	keys, err := s.keysLocked(identityID)
 	if err != nil {
 		return 0, err
@@ -613,7 +647,6 @@ func (s *Store) Destroy(identityID string) (int, error) {
 	if err := s.db.DeleteRange(lo, hi, pebble.Sync); err != nil {
 		return 0, fmt.Errorf("keystore: destroy: %w", err)
 	}
-	s.uncache(identityID)
 	s.destroyed.Add(uint64(len(keys)))
 	if err := s.db.Flush(); err != nil {
 		return len(keys), fmt.Errorf("keystore: destroy: flush: %w", err)
@@ -635,15 +668,10 @@ func (s *Store) hit(identityID string) (*entry, error) {
 
 // cached returns the identity's cache entry, nil if there is none.
 func (s *Store) cached(identityID string) *entry {
-	if s.opts.CacheEntries < 0 {
+	if s.cache == nil {
 		return nil
 	}
-	v, ok := s.cache.m.Load(identityID)
-	if !ok {
-		return nil
-	}
-	s.cacheHits.Add(1)
-	return v.(*entry)
+	return s.cache.get(identityID)
 }
 
 // entryLocked returns the identity's entry, from the cache or loaded from
@@ -651,6 +679,9 @@ func (s *Store) cached(identityID string) *entry {
 func (s *Store) entryLocked(identityID string) (*entry, error) {
 	if e := s.cached(identityID); e != nil {
 		return e, nil
+	}
+	if s.cache != nil {
+		s.cache.miss(identityID)
 	}
 	e, err := s.loadLocked(identityID)
 	if err != nil {
@@ -718,21 +749,16 @@ func (s *Store) loadLocked(identityID string) (*entry, error) {
 // cacheLocked stores e as the identity's entry; the caller holds the
 // identity's stripe, so e is not older than what Pebble holds.
 func (s *Store) cacheLocked(identityID string, e *entry) {
-	if s.opts.CacheEntries < 0 {
-		return
-	}
-	if s.cache.n.Load() >= int64(s.opts.CacheEntries) {
-		s.cache.m.Clear()
-		s.cache.n.Store(0)
-	}
-	if _, loaded := s.cache.m.Swap(identityID, e); !loaded {
-		s.cache.n.Add(1)
+	if s.cache != nil {
+		s.cache.put(identityID, e)
 	}
 }
 
+// uncache drops the identity's entry; the caller holds the identity's
+// stripe.
 func (s *Store) uncache(identityID string) {
-	if _, loaded := s.cache.m.LoadAndDelete(identityID); loaded {
-		s.cache.n.Add(-1)
+	if s.cache != nil {
+		s.cache.remove(identityID)
 	}
 }
 

@@ -224,8 +224,8 @@ func TestDirNamedArchive(t *testing.T) {
 	}
 }
 
-// A full cache is emptied and refilled; answers stay correct, and a
-// disabled cache works too.
+// A full cache evicts and reloads; answers stay correct, and a disabled
+// cache works too (cache_test.go tests the cache itself).
 func TestCacheBound(t *testing.T) {
 	for _, n := range []int{2, -1} {
 		s, err := Open(Options{Dir: t.TempDir(), CacheEntries: n})
