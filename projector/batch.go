@@ -442,8 +442,8 @@ func (b *batch) writeMeta(wb *pebble.Batch) error {
 
 // writeGlobal writes an entry's GLOBAL state (into states) and the small
 // writes that go with it: index changes, and for an erasure the resident
-// state's deletion and the marker that keeps the key destruction owed
-// until it is done.
+// state's deletion, the marker that keeps the key destruction owed until
+// it is done, and the permanent erased marker.
 func (b *batch) writeGlobal(states, small kvWriter, en *entry) error {
 	id := en.id
 	if en.erased {
@@ -455,6 +455,11 @@ func (b *batch) writeGlobal(states, small kvWriter, en *entry) error {
 			return err
 		}
 		if err := small.Set(erasingKey(id), nil, nil); err != nil {
+			return err
+		}
+		// The erased marker (erased.go), in the same batch as the
+		// tombstone: the writer's per-append check reads only it.
+		if err := small.Set(erasedKey(id), nil, nil); err != nil {
 			return err
 		}
 		return writeIndexDiff(small, id, en.origIx, indexSnap{})

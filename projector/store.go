@@ -30,13 +30,19 @@ import (
 //	'c' node                      newest HLC applied of the origin node's GLOBAL records (8 bytes)
 //	'q' inbox seq (8 bytes BE)    quarantine record (JSON)
 //	'x' id                        erasure committed, key destruction pending
-//	'm' name                      meta: "inbox" (8 bytes), "quarantined" (8 bytes), "version"
+//	'd' id                        erased: the identity's tombstone is applied (empty value; permanent, see erased.go)
+//	'm' name                      meta: "inbox" (8 bytes), "quarantined" (8 bytes), "version",
+//	                              "erased markers complete" (8 bytes)
 //
 // Strings inside composite keys are length-prefixed (uvarint), so no
 // separator byte has to be forbidden in ids.
 type store struct {
 	db    *pebble.DB
 	cache interface{ Unref() }
+	// markers: every erased identity of the model has its 'd' marker
+	// (erased.go); false only for a model of an older build opened
+	// read-only, which isErased answers from the states instead.
+	markers bool
 }
 
 const (
@@ -51,6 +57,7 @@ const (
 	pObserved   = 'c'
 	pQuarantine = 'q'
 	pErasing    = 'x'
+	pErased     = 'd'
 	pMeta       = 'm'
 
 	storeVersion = 1
@@ -60,6 +67,7 @@ var (
 	metaInbox       = []byte{pMeta, 'i', 'n', 'b', 'o', 'x'}
 	metaQuarantined = []byte{pMeta, 'q', 'u', 'a', 'r'}
 	metaVersion     = []byte{pMeta, 'v', 'e', 'r'}
+	metaMarkers     = []byte{pMeta, 'e', 'r', 'a', 's', 'e', 'd'}
 )
 
 // openStore opens (or creates) the read model in dir.
@@ -89,13 +97,26 @@ func openStore(dir string, readOnly bool) (*store, error) {
 		s.close()
 		return nil, fmt.Errorf("projector: %s holds no read model", dir)
 	case v == 0:
-		if err := db.Set(metaVersion, u64(storeVersion), pebble.Sync); err != nil {
+		// A new model: it holds no identity, so its markers are complete.
+		wb := db.NewBatch()
+		err := errors.Join(wb.Set(metaVersion, u64(storeVersion), nil), wb.Set(metaMarkers, u64(1), nil))
+		if err == nil {
+			err = wb.Commit(pebble.Sync)
+		}
+		wb.Close()
+		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("projector: open read model: %w", err)
 		}
+		s.markers = true
+		return s, nil
 	case v != storeVersion:
 		s.close()
 		return nil, fmt.Errorf("projector: read model %s has format version %d, this build reads %d", dir, v, storeVersion)
+	}
+	if err := s.loadMarkers(readOnly); err != nil {
+		s.close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -303,6 +324,7 @@ func globalKey(id string) []byte   { return append([]byte{pGlobal}, id...) }
 func residentKey(id string) []byte { return append([]byte{pResident}, id...) }
 func sessionKey(sid string) []byte { return append([]byte{pSession}, sid...) }
 func erasingKey(id string) []byte  { return append([]byte{pErasing}, id...) }
+func erasedKey(id string) []byte   { return append([]byte{pErased}, id...) }
 
 func hashIndexKey(prefix byte, hash []byte, id string) []byte {
 	k := make([]byte, 0, 2+len(hash)+len(id))
