@@ -2,14 +2,13 @@ package node
 
 import (
 	"context"
-	"errors"
-
-	"github.com/meridian-id/meridian/projector"
 )
 
 // tombstones backs the writer's erased-identity check with the read model:
 // an identity is erased here once the projector has applied its
-// IdentityErased (the GLOBAL tombstone reaches every region).
+// IdentityErased (the GLOBAL tombstone reaches every region). The
+// projector answers from its erased marker, one small point read per event
+// (projector/erased.go), not from the identity's state.
 type tombstones struct{ n *Node }
 
 func (t tombstones) Erased(_ context.Context, identityID string) (bool, error) {
@@ -17,12 +16,5 @@ func (t tombstones) Erased(_ context.Context, identityID string) (bool, error) {
 	if p == nil { // only before Start has finished: nothing is served yet
 		return false, nil
 	}
-	global, _, err := p.Stored(identityID)
-	switch {
-	case errors.Is(err, projector.ErrNotFound):
-		return false, nil
-	case err != nil:
-		return false, err
-	}
-	return global.GetErased() != nil, nil
+	return p.Erased(identityID)
 }
