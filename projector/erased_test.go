@@ -165,3 +165,50 @@ func TestStateErased(t *testing.T) {
 		t.Error("truncated state: no error")
 	}
 }
+
+// BenchmarkErased is the writer's per-append tombstone check: the erased
+// marker (Projector.Erased) against what it replaced (Projector.Stored and
+// the state's tombstone), over live identities (the common answer, a
+// miss) held in the memtable and, after a flush, in an SSTable.
+//
+//	go test ./projector -run '^$' -bench BenchmarkErased
+func BenchmarkErased(b *testing.B) {
+	w := newWorld(b)
+	ids := make([]string, 512)
+	evs := make([]*meridianv1.Event, 0, len(ids))
+	for i := range ids {
+		ids[i] = newID()
+		evs = append(evs, created(ids[i], "", "Bench Person"))
+	}
+	w.append(evs...)
+	p := w.start()
+	w.sync(p)
+	for _, flushed := range []bool{false, true} {
+		if flushed {
+			if err := p.eng.store.db.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		where := "memtable"
+		if flushed {
+			where = "sstable"
+		}
+		b.Run("path=stored/"+where, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := range b.N {
+				g, _, err := p.Stored(ids[i%len(ids)])
+				if err != nil || g.GetErased() != nil {
+					b.Fatal(g, err)
+				}
+			}
+		})
+		b.Run("path=marker/"+where, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := range b.N {
+				if erased, err := p.Erased(ids[i%len(ids)]); err != nil || erased {
+					b.Fatal(erased, err)
+				}
+			}
+		})
+	}
+}
