@@ -8,31 +8,36 @@ import (
 
 // cache is the store's bounded cache of identities' entries: at most
 // capacity entries in all, split over shards by a hash of the identity id,
-// each shard evicting by CLOCK (second chance). A lookup takes its shard's
-// read lock and sets the entry's reference bit; an insertion into a full
-// shard sweeps the shard's clock hand past referenced entries (clearing
-// their bits) and evicts the first unreferenced one. An entry is inserted
-// unreferenced, so identities seen once (a scan, a one-off write) leave
-// before those looked up again.
+// each shard evicting by CLOCK (second chance). A lookup takes no lock: it
+// loads the identity's slot from the shard's index (a sync.Map), its entry,
+// and sets the slot's reference bit if it is clear. An insertion (under the
+// shard's mutex) into a full shard sweeps the shard's clock hand past
+// referenced slots, clearing their bits, and evicts the first unreferenced
+// one. A slot is inserted unreferenced, so identities seen once (a scan, a
+// one-off write) leave before those looked up again.
 //
 // The cache only decides what to keep; what an entry holds is the store's
 // business (see Store.cache). Removing an entry is always safe: the next
-// lookup loads it again under the identity's stripe.
+// lookup loads it again under the identity's stripe. A slot belongs to one
+// identity for its life; an evicted or removed slot's entry is cleared,
+// so a lookup that found the slot just before sees nothing rather than
+// another identity's entry.
 type cache struct {
 	shards []cacheShard
 	seed   maphash.Seed
 }
 
-// cacheShard is one shard; padded so that shards' locks and counters do
-// not share cache lines.
+// cacheShard is one shard; padded so that shards' counters do not share
+// cache lines.
 type cacheShard struct {
-	mu    sync.RWMutex
-	index map[string]int32 // identity id -> slot
-	slots []cacheSlot      // len <= capacity
-	free  []int32          // slots emptied by remove, reused first
-	hand  int32            // the clock hand: next slot the sweep looks at
-	limit int32            // capacity of the shard
-	neg   int              // entries of identities without keys
+	index sync.Map // identity id -> *cacheSlot; changed only under mu
+
+	mu    sync.Mutex
+	ring  []*cacheSlot // the clock; len <= limit; nil: free
+	free  []int32      // free positions in ring, reused first
+	hand  int32        // the clock hand: next position the sweep looks at
+	limit int32        // capacity of the shard
+	neg   int          // entries of identities without keys
 
 	hits, misses, evictions atomic.Uint64
 	_                       [64]byte
@@ -40,7 +45,8 @@ type cacheShard struct {
 
 type cacheSlot struct {
 	id  string
-	e   *entry // nil: free
+	pos int32                 // position in ring
+	e   atomic.Pointer[entry] // nil once evicted or removed
 	ref atomic.Bool
 }
 
@@ -63,9 +69,7 @@ func newCache(capacity int) *cache {
 		if i < capacity%n {
 			limit++
 		}
-		sh := &c.shards[i]
-		sh.limit = int32(limit)
-		sh.index = make(map[string]int32, min(limit, 4096))
+		c.shards[i].limit = int32(limit)
 	}
 	return c
 }
@@ -83,20 +87,19 @@ func (c *cache) shard(id string) *cacheShard {
 // stripe counts once.
 func (c *cache) get(id string) *entry {
 	sh := c.shard(id)
-	sh.mu.RLock()
-	i, ok := sh.index[id]
-	var e *entry
-	if ok {
-		sl := &sh.slots[i]
-		e = sl.e
-		if !sl.ref.Load() { // a store only when it changes: no line bouncing on hot entries
-			sl.ref.Store(true)
-		}
+	v, ok := sh.index.Load(id)
+	if !ok {
+		return nil
 	}
-	sh.mu.RUnlock()
-	if ok {
-		sh.hits.Add(1)
+	sl := v.(*cacheSlot)
+	e := sl.e.Load()
+	if e == nil {
+		return nil
 	}
+	if !sl.ref.Load() { // a store only when it changes: no line bouncing on hot entries
+		sl.ref.Store(true)
+	}
+	sh.hits.Add(1)
 	return e
 }
 
@@ -116,10 +119,11 @@ func (c *cache) put(id string, e *entry) {
 	sh := c.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if i, ok := sh.index[id]; ok {
-		sh.neg += negative(e) - negative(sh.slots[i].e)
-		sh.slots[i].e = e
-		sh.slots[i].ref.Store(true)
+	if v, ok := sh.index.Load(id); ok {
+		sl := v.(*cacheSlot)
+		sh.neg += negative(e) - negative(sl.e.Load())
+		sl.e.Store(e)
+		sl.ref.Store(true)
 		return
 	}
 	var i int32
@@ -127,31 +131,39 @@ func (c *cache) put(id string, e *entry) {
 	case len(sh.free) > 0:
 		i = sh.free[len(sh.free)-1]
 		sh.free = sh.free[:len(sh.free)-1]
-	case int32(len(sh.slots)) < sh.limit:
-		i = int32(len(sh.slots))
-		sh.slots = append(sh.slots, cacheSlot{})
+	case int32(len(sh.ring)) < sh.limit:
+		i = int32(len(sh.ring))
+		sh.ring = append(sh.ring, nil)
 	default:
-		// Full, and every slot holds an entry (free is empty): at most one
-		// turn clears every bit, so the sweep ends within two.
+		// Full, and every position holds a slot (free is empty): one turn
+		// clears every bit, so the sweep ends within two.
 		for {
-			sl := &sh.slots[sh.hand]
+			sl := sh.ring[sh.hand]
 			if !sl.ref.Load() {
 				break
 			}
 			sl.ref.Store(false)
-			sh.hand = (sh.hand + 1) % int32(len(sh.slots))
+			sh.hand = (sh.hand + 1) % int32(len(sh.ring))
 		}
 		i = sh.hand
-		sh.hand = (sh.hand + 1) % int32(len(sh.slots))
-		delete(sh.index, sh.slots[i].id)
-		sh.neg -= negative(sh.slots[i].e)
+		sh.hand = (sh.hand + 1) % int32(len(sh.ring))
+		sh.drop(sh.ring[i])
 		sh.evictions.Add(1)
 	}
-	sl := &sh.slots[i]
+	sl := &cacheSlot{id: id, pos: i}
+	sl.e.Store(e)
+	sh.ring[i] = sl
 	sh.neg += negative(e)
-	sl.id, sl.e = id, e
-	sl.ref.Store(false)
-	sh.index[id] = i
+	sh.index.Store(id, sl)
+}
+
+// drop takes sl out of the index and clears it; the caller holds mu and
+// reuses or frees its position.
+func (sh *cacheShard) drop(sl *cacheSlot) {
+	sh.index.Delete(sl.id)
+	sh.neg -= negative(sl.e.Load())
+	sl.e.Store(nil)
+	sh.ring[sl.pos] = nil
 }
 
 // remove drops the identity's entry, if cached.
@@ -159,16 +171,13 @@ func (c *cache) remove(id string) {
 	sh := c.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	i, ok := sh.index[id]
+	v, ok := sh.index.Load(id)
 	if !ok {
 		return
 	}
-	delete(sh.index, id)
-	sl := &sh.slots[i]
-	sh.neg -= negative(sl.e)
-	sl.id, sl.e = "", nil
-	sl.ref.Store(false)
-	sh.free = append(sh.free, i)
+	sl := v.(*cacheSlot)
+	sh.drop(sl)
+	sh.free = append(sh.free, sl.pos)
 }
 
 // cacheStats is what Metrics reports of the cache.
@@ -185,11 +194,11 @@ func (c *cache) stats() cacheStats {
 		st.hits += sh.hits.Load()
 		st.misses += sh.misses.Load()
 		st.evictions += sh.evictions.Load()
-		sh.mu.RLock()
-		st.entries += len(sh.index)
+		sh.mu.Lock()
+		st.entries += len(sh.ring) - len(sh.free)
 		st.negative += sh.neg
 		st.capacity += int(sh.limit)
-		sh.mu.RUnlock()
+		sh.mu.Unlock()
 	}
 	return st
 }

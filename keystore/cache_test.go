@@ -21,22 +21,25 @@ func checkCache(t *testing.T, c *cache, capacity int) {
 		sh := &c.shards[n]
 		sh.mu.Lock()
 		total += int(sh.limit)
-		if len(sh.slots) > int(sh.limit) {
-			t.Errorf("shard %d: %d slots > limit %d", n, len(sh.slots), sh.limit)
+		if len(sh.ring) > int(sh.limit) {
+			t.Errorf("shard %d: %d positions > limit %d", n, len(sh.ring), sh.limit)
 		}
-		if len(sh.index)+len(sh.free) != len(sh.slots) {
-			t.Errorf("shard %d: %d indexed + %d free != %d slots", n, len(sh.index), len(sh.free), len(sh.slots))
-		}
-		neg := 0
-		for id, i := range sh.index {
-			if sl := &sh.slots[i]; sl.id != id || sl.e == nil {
-				t.Errorf("shard %d: index %q -> slot %d holding %q (entry %v)", n, id, i, sl.id, sl.e)
+		indexed, neg := 0, 0
+		sh.index.Range(func(k, v any) bool {
+			indexed++
+			sl := v.(*cacheSlot)
+			if sl.id != k.(string) || sl.e.Load() == nil || sh.ring[sl.pos] != sl {
+				t.Errorf("shard %d: index %q -> slot of %q at %d (in ring: %v, entry %v)", n, k, sl.id, sl.pos, sh.ring[sl.pos] == sl, sl.e.Load())
 			}
-			neg += negative(sh.slots[i].e)
+			neg += negative(sl.e.Load())
+			return true
+		})
+		if indexed+len(sh.free) != len(sh.ring) {
+			t.Errorf("shard %d: %d indexed + %d free != %d positions", n, indexed, len(sh.free), len(sh.ring))
 		}
 		for _, i := range sh.free {
-			if sh.slots[i].e != nil {
-				t.Errorf("shard %d: free slot %d holds %q", n, i, sh.slots[i].id)
+			if sh.ring[i] != nil {
+				t.Errorf("shard %d: free position %d holds %q", n, i, sh.ring[i].id)
 			}
 		}
 		if neg != sh.neg {
@@ -52,9 +55,10 @@ func checkCache(t *testing.T, c *cache, capacity int) {
 func cachedIDs(c *cache) []string {
 	var ids []string
 	for n := range c.shards {
-		for id := range c.shards[n].index {
-			ids = append(ids, id)
-		}
+		c.shards[n].index.Range(func(k, _ any) bool {
+			ids = append(ids, k.(string))
+			return true
+		})
 	}
 	slices.Sort(ids)
 	return ids
