@@ -60,7 +60,7 @@ func BenchmarkBuildRecords(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				bt := batch{w: w}
+				bt := w.newBatch([]*prepared{p})
 				if err := bt.add(p); err != nil {
 					b.Fatal(err)
 				}

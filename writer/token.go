@@ -3,6 +3,7 @@ package writer
 import (
 	"encoding/base64"
 	"slices"
+	"unsafe"
 
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -43,7 +44,11 @@ func encodeToken(region, node string, seqs map[string]uint64) string {
 		b = protowire.AppendTag(b, 2, protowire.VarintType)
 		b = protowire.AppendVarint(b, seq)
 	}
-	return base64.RawURLEncoding.EncodeToString(b)
+	// One allocation: the encoded bytes become the string (never written
+	// again), instead of EncodeToString's buffer and its copy.
+	out := make([]byte, base64.RawURLEncoding.EncodedLen(len(b)))
+	base64.RawURLEncoding.Encode(out, b)
+	return unsafe.String(unsafe.SliceData(out), len(out))
 }
 
 // DecodeToken parses a token made by EncodeToken. Errors are *Error with

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 	"github.com/meridian-id/meridian/conflict"
@@ -26,8 +27,15 @@ type prepared struct {
 
 // marshalEvent is the one encoding of the caller's event: its length is the
 // size checked against MaxEventBytes and its body bytes are what the split
-// copies from.
+// copies from. It is written into a pooled buffer (encPool): nothing keeps
+// it past prepare.
 var marshalEvent = proto.MarshalOptions{}
+
+// encPool holds the buffers events are encoded into (*[]byte). Buffers
+// that grew past encPoolMax (a large event) are left to the GC.
+var encPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const encPoolMax = 64 << 10
 
 // prepare checks one event against every rule, in the order a client would
 // fix them, and splits its body. It does not modify ev.
@@ -35,7 +43,14 @@ func (w *Writer) prepare(ev *meridianv1.Event) (*prepared, *Error) {
 	if ev == nil {
 		return nil, invalidf("", "event is null")
 	}
-	enc, err := marshalEvent.Marshal(ev)
+	bp := encPool.Get().(*[]byte)
+	enc, err := marshalEvent.MarshalAppend((*bp)[:0], ev)
+	defer func() {
+		if cap(enc) <= encPoolMax {
+			*bp = enc[:0]
+			encPool.Put(bp)
+		}
+	}()
 	if err != nil {
 		return nil, invalidf("", "event cannot be encoded: %v", err)
 	}
@@ -91,10 +106,14 @@ func (w *Writer) prepare(ev *meridianv1.Event) (*prepared, *Error) {
 	}
 
 	p := &prepared{ev: ev, plan: plan, home: home, zone: zone, size: len(enc), proposed: proposed}
-	p.parts.global = make([]byte, 0, len(body)+derivedRoom)
+	// The three outputs share one allocation; each is capped, so an output
+	// that outgrows its share moves instead of running into the next.
 	if plan.split.resident {
-		p.parts.resident = make([]byte, 0, len(body)+16)
-		p.parts.keys = make([]byte, 0, 32)
+		g, r := len(body)+derivedRoom, len(body)+16
+		buf := make([]byte, g+r+32)
+		p.parts.global, p.parts.resident, p.parts.keys = buf[:0:g], buf[g:g:g+r], buf[g+r:g+r]
+	} else {
+		p.parts.global = make([]byte, 0, len(body)+derivedRoom)
 	}
 	if uerr := plan.split.split(body, &p.parts); uerr != nil {
 		if uerr.err != nil {

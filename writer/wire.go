@@ -1,7 +1,6 @@
 package writer
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
@@ -72,12 +71,26 @@ type envelope struct {
 	observed                                                        []byte // encoded Event.observed, tag included (observed.go)
 }
 
-// size bounds appendEnvelope's output: six strings and two varints, each
-// with a one-byte tag and (for strings) a length of at most 10 bytes, and
-// the causal context.
-func (e *envelope) size() int {
-	return 6*(1+binary.MaxVarintLen64) + len(e.eventID) + len(e.identityID) + len(e.originRegion) +
-		len(e.originNode) + len(e.zone) + len(e.homeRegion) + 2*(1+binary.MaxVarintLen64) + len(e.observed)
+// encodedSize is the exact length appendEnvelope writes for part.
+func (e *envelope) encodedSize(part meridianv1.Part) int {
+	return sizeString(evEventID, e.eventID) + sizeString(evIdentityID, e.identityID) +
+		sizeString(evOriginRegion, e.originRegion) + sizeString(evOriginNode, e.originNode) +
+		sizeVarintField(evHLC, e.hlc) + sizeString(evZone, e.zone) + sizeString(evHomeRegion, e.homeRegion) +
+		sizeVarintField(evPart, uint64(part)) + len(e.observed)
+}
+
+func sizeString(num protowire.Number, s string) int {
+	if s == "" {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
+}
+
+func sizeVarintField(num protowire.Number, v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeVarint(v)
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {

@@ -2,7 +2,6 @@ package writer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -139,11 +138,7 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 		return nil, cerr
 	}
 
-	b := batch{w: w,
-		recs:  make([][]byte, 0, 2*len(preps)),
-		zones: make([]string, 0, 2*len(preps)),
-		ids:   make([]string, 0, len(preps)),
-	}
+	b := w.newBatch(preps)
 	if err := b.fetchKeys(preps); err != nil {
 		claims.abort(ctx)
 		return nil, err
@@ -247,6 +242,16 @@ func (w *Writer) AppendHeartbeat(ctx context.Context) (*Result, error) {
 	return w.result(first, []string{ev.EventId}, []string{GlobalZone}), nil
 }
 
+// newBatch makes the batch that builds the records of preps.
+func (w *Writer) newBatch(preps []*prepared) batch {
+	return batch{w: w,
+		recs:  make([][]byte, 0, 2*len(preps)),
+		zones: make([]string, 0, 2*len(preps)),
+		ids:   make([]string, 0, len(preps)),
+		hlcs:  make([]uint64, 0, len(preps)),
+	}
+}
+
 // batch builds the records of one Append.
 type batch struct {
 	w       *Writer
@@ -290,9 +295,23 @@ func (b *batch) add(p *prepared) *Error {
 	}
 	var derivedBuf [derivedRoom]byte
 	derived := w.derive(p, derivedBuf[:0])
-	envSize := env.size()
 
-	rec := make([]byte, 0, envSize+1+binary.MaxVarintLen64+len(p.parts.global)+len(derived)+stampRoom)
+	// Both records in one allocation of their exact sizes (and the
+	// sequence's room); each is capped, so one that outgrew its share
+	// would move rather than run into the other.
+	gSize := env.encodedSize(meridianv1.Part_PART_GLOBAL) + protowire.SizeTag(p.plan.num) +
+		protowire.SizeBytes(len(p.parts.global)+len(derived)) + stampRoom
+	rSize := 0
+	if p.parts.hasResident {
+		keyID := keyIDRoom
+		if i := b.find(ev.IdentityId); i >= 0 {
+			keyID = len(b.keys[i].key.ID)
+		}
+		rSize = env.encodedSize(meridianv1.Part_PART_RESIDENT) + sealedSize(keyID, p.plan.num, len(p.parts.resident)) +
+			protowire.SizeTag(p.plan.num) + protowire.SizeBytes(len(p.parts.keys)) + stampRoom
+	}
+	buf := make([]byte, 0, gSize+rSize)
+	rec := buf[:0:gSize]
 	rec = appendEnvelope(rec, &env, meridianv1.Part_PART_GLOBAL)
 	rec = appendBody(rec, p.plan.num, p.parts.global, derived)
 	b.pushRaw(rec, GlobalZone)
@@ -304,19 +323,82 @@ func (b *batch) add(p *prepared) *Error {
 	if err != nil {
 		return err
 	}
-	// Plaintext: an Event holding only the body's resident part, sealed in
-	// place (room for the GCM tag).
-	r := p.parts.resident
-	pt := make([]byte, 0, 1+binary.MaxVarintLen64+len(r)+16)
-	pt = appendBody(pt, p.plan.num, r)
-	sealed := key.Seal(id+":r", pt)
-
-	rec = make([]byte, 0, envSize+2*(1+binary.MaxVarintLen64)+len(p.parts.keys)+len(sealed.KeyId)+len(sealed.Nonce)+len(sealed.Ciphertext)+3*(1+binary.MaxVarintLen64)+stampRoom)
+	rec = buf[gSize:gSize:cap(buf)]
 	rec = appendEnvelope(rec, &env, meridianv1.Part_PART_RESIDENT)
-	rec = appendSealed(rec, sealed)
+	rec = appendSealedBody(rec, key, id+":r", p.plan.num, p.parts.resident)
 	rec = appendBody(rec, p.plan.num, p.parts.keys)
 	b.pushRaw(rec, p.zone)
 	return nil
+}
+
+// GCM's nonce and tag sizes (keystore seals with AES-256-GCM, standard
+// sizes); appendSealedBody checks what Seal returned against them.
+const (
+	gcmNonce = 12
+	gcmTag   = 16
+)
+
+var zeroNonce [gcmNonce]byte
+
+// sealedSize is what appendSealedBody appends for a key id and a resident
+// part of these lengths in body field num.
+func sealedSize(keyID int, num protowire.Number, resident int) int {
+	ptLen := protowire.SizeTag(num) + protowire.SizeBytes(resident)
+	inner := protowire.SizeTag(sealedKeyID) + protowire.SizeBytes(keyID) +
+		protowire.SizeTag(sealedNonce) + protowire.SizeBytes(gcmNonce) +
+		protowire.SizeTag(sealedCiphertext) + protowire.SizeBytes(ptLen+gcmTag)
+	return protowire.SizeTag(evSealed) + protowire.SizeBytes(inner)
+}
+
+// keyIDRoom is the key id length assumed when the key is not known yet (a
+// UUIDv7 where this region made it; a longer one only costs a move).
+const keyIDRoom = 36
+
+// appendSealedBody appends Event.sealed holding the body field num with
+// the resident part r, sealed under key for recordID. The plaintext is
+// written where the ciphertext goes and sealed there in place (the GCM
+// tag fits in rec's capacity, see sealedSize): no plaintext buffer of its
+// own, no copy of the ciphertext, and no plaintext left behind in rec. If
+// Seal ever answers otherwise (another nonce or tag size, a copy), the
+// field is written from what it returned.
+func appendSealedBody(rec []byte, key keystore.Key, recordID string, num protowire.Number, r []byte) []byte {
+	start := len(rec)
+	ptLen := protowire.SizeTag(num) + protowire.SizeBytes(len(r))
+	ctLen := ptLen + gcmTag
+	inner := protowire.SizeTag(sealedKeyID) + protowire.SizeBytes(len(key.ID)) +
+		protowire.SizeTag(sealedNonce) + protowire.SizeBytes(gcmNonce) +
+		protowire.SizeTag(sealedCiphertext) + protowire.SizeBytes(ctLen)
+	rec = protowire.AppendTag(rec, evSealed, protowire.BytesType)
+	rec = protowire.AppendVarint(rec, uint64(inner))
+	rec = protowire.AppendTag(rec, sealedKeyID, protowire.BytesType)
+	rec = protowire.AppendString(rec, key.ID)
+	rec = protowire.AppendTag(rec, sealedNonce, protowire.BytesType)
+	rec = protowire.AppendVarint(rec, gcmNonce)
+	noncePos := len(rec)
+	rec = append(rec, zeroNonce[:]...)
+	rec = protowire.AppendTag(rec, sealedCiphertext, protowire.BytesType)
+	rec = protowire.AppendVarint(rec, uint64(ctLen))
+	ctPos := len(rec)
+	if cap(rec)-ctPos < ctLen {
+		// Not room for the tag (sealedRoom's bound was not asked for):
+		// grow before writing plaintext into rec.
+		rec = append(rec, make([]byte, ctLen)...)[:ctPos]
+	}
+	rec = appendBody(rec, num, r)
+	sealed := key.Seal(recordID, rec[ctPos:]) // in place: the tag fits in the capacity
+	ct := sealed.Ciphertext
+	if len(sealed.Nonce) == gcmNonce && sealed.KeyId == key.ID && len(ct) == ctLen {
+		copy(rec[noncePos:], sealed.Nonce)
+		rec = rec[:ctPos+ctLen]
+		if &ct[0] != &rec[ctPos] {
+			copy(rec[ctPos:], ct)
+		}
+		return rec
+	}
+	// Written from Seal's answer; what was appended here (plaintext, if
+	// Seal did not seal in place) is cleared first.
+	clear(rec[start:cap(rec)])
+	return appendSealed(rec[:start], sealed)
 }
 
 // fetchKeys looks up the data key of every identity of the request that
