@@ -3,10 +3,12 @@ package ops
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -31,7 +33,11 @@ import (
 // 100000; each is a GLOBAL and a sealed RESIDENT record, plus one data-key
 // record per identity; MERIDIAN_REPLAY_IDENTITIES sets how many identities,
 // default a tenth of the events; MERIDIAN_REPLAY_BATCH the batch size,
-// MERIDIAN_REPLAY_CACHE the state cache's entries).
+// MERIDIAN_REPLAY_CACHE the state cache's entries). MERIDIAN_REPLAY_INBOX
+// names a directory to keep the filled inbox in and reuse on later runs
+// (of the same MERIDIAN_REPLAY_EVENTS and identities), so that runs compare
+// on the same stream without filling it again; MERIDIAN_REPLAY_CPUPROFILE
+// writes a CPU profile of the measured replays alone, without the filling.
 // Run it once:
 //
 //	go test -run XXX -bench Replay -benchtime 1x ./ops/
@@ -42,7 +48,11 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	ctx := context.Background()
 	dir := b.TempDir()
-	js, zk := benchInbox(b, ctx, dir, events)
+	inboxDir := dir
+	if v := os.Getenv("MERIDIAN_REPLAY_INBOX"); v != "" {
+		inboxDir = v
+	}
+	js, zk := benchInbox(b, ctx, inboxDir, events)
 	s, err := js.Stream(ctx, "inbox-"+region.DevEUCentral)
 	if err != nil {
 		b.Fatal(err)
@@ -67,6 +77,17 @@ func BenchmarkReplay(b *testing.B) {
 		b.Logf("before (batch 2048, caches 65536, GOGC 100): %d messages in %v: %.0f msgs/s, raw consume %.0f msgs/s, ratio %.3f, %.2f s per 1M events",
 			rep.Stats.Messages, rep.Stats.Duration, rep.Stats.PerSec, rep.RawConsumePerSec, rep.Stats.PerSec/rep.RawConsumePerSec, rep.Stats.Duration.Seconds()*1e6/float64(events))
 	}
+	if path := os.Getenv("MERIDIAN_REPLAY_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	b.ResetTimer()
 	for i := range b.N {
 		rep, err := Replay(ctx, ReplayConfig{Region: region.DevEUCentral, Zone: "eu", JS: js, ZoneKeys: zk,
@@ -88,6 +109,27 @@ func BenchmarkReplay(b *testing.B) {
 // benchInbox fills a stream like eu-central's inbox: identities created
 // and updated through the writer, shipped into it by the shipper.
 func benchInbox(b *testing.B, ctx context.Context, dir string, events int) (jetstream.JetStream, map[string]keystore.ZoneKey) {
+	identities := max(1, events/10)
+	if v, err := strconv.Atoi(os.Getenv("MERIDIAN_REPLAY_IDENTITIES")); err == nil && v > 0 {
+		identities = min(v, events)
+	}
+	// A kept inbox: its zone key and what it holds, written once filled.
+	readyFile := filepath.Join(dir, "bench-inbox.json")
+	type ready struct {
+		Events, Identities int
+		ZoneKey            keystore.ZoneKey
+	}
+	var have ready
+	kept := false
+	if raw, err := os.ReadFile(readyFile); err == nil {
+		if err := json.Unmarshal(raw, &have); err != nil {
+			b.Fatal(err)
+		}
+		if have.Events != events || have.Identities != identities {
+			b.Fatalf("%s holds an inbox of %d events over %d identities, not %d over %d", dir, have.Events, have.Identities, events, identities)
+		}
+		kept = true
+	}
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "js"), NoSigs: true, NoLog: true})
 	if err != nil {
 		b.Fatal(err)
@@ -107,6 +149,9 @@ func benchInbox(b *testing.B, ctx context.Context, dir string, events int) (jets
 		b.Fatal(err)
 	}
 	stream := "inbox-" + region.DevEUCentral
+	if kept {
+		return js, map[string]keystore.ZoneKey{"eu": have.ZoneKey}
+	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"meridian.>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute}); err != nil {
 		b.Fatal(err)
 	}
@@ -129,10 +174,6 @@ func benchInbox(b *testing.B, ctx context.Context, dir string, events int) (jets
 		Log: l, Keys: keys, ZoneKeys: zoneKeys, HashKey: hash})
 	if err != nil {
 		b.Fatal(err)
-	}
-	identities := max(1, events/10)
-	if v, err := strconv.Atoi(os.Getenv("MERIDIAN_REPLAY_IDENTITIES")); err == nil && v > 0 {
-		identities = min(v, events)
 	}
 	ids := make([]string, identities)
 	batch := make([]*meridianv1.Event, 0, 500)
@@ -175,6 +216,13 @@ func benchInbox(b *testing.B, ctx context.Context, dir string, events int) (jets
 		b.Fatal(err)
 	}
 	if err := sh.Close(); err != nil {
+		b.Fatal(err)
+	}
+	raw, err := json.Marshal(ready{Events: events, Identities: identities, ZoneKey: zk})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(readyFile, raw, 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return js, zoneKeys
