@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/google/uuid"
 	"github.com/meridian-id/meridian/eventlog"
@@ -244,6 +245,12 @@ func (w *Writer) AppendHeartbeat(ctx context.Context) (*Result, error) {
 
 // newBatch makes the batch that builds the records of preps.
 func (w *Writer) newBatch(preps []*prepared) batch {
+	if len(preps) == 1 {
+		// The common request: one allocation for the batch's slices
+		// (not ids, which the Result keeps).
+		m := new(oneEvent)
+		return batch{w: w, recs: m.recs[:0], zones: m.zones[:0], ids: make([]string, 0, 1), hlcs: m.hlcs[:0], keys: m.keys[:0]}
+	}
 	return batch{w: w,
 		recs:  make([][]byte, 0, 2*len(preps)),
 		zones: make([]string, 0, 2*len(preps)),
@@ -262,6 +269,15 @@ type batch struct {
 	keys    []batchKey     // data keys used in this batch; most requests name one identity
 	keyIdx  map[string]int // index into keys, once there are many
 	newKeys []newKey       // key records in this batch, to mark published
+}
+
+// oneEvent backs the slices of a batch of one event: its GLOBAL record,
+// possibly a key record, and its RESIDENT record.
+type oneEvent struct {
+	recs  [3][]byte
+	zones [3]string
+	hlcs  [1]uint64
+	keys  [1]batchKey
 }
 
 type batchKey struct {
@@ -310,7 +326,13 @@ func (b *batch) add(p *prepared) *Error {
 		rSize = env.encodedSize(meridianv1.Part_PART_RESIDENT) + sealedSize(keyID, p.plan.num, len(p.parts.resident)) +
 			protowire.SizeTag(p.plan.num) + protowire.SizeBytes(len(p.parts.keys)) + stampRoom
 	}
-	buf := make([]byte, 0, gSize+rSize)
+	// And the resident part's record id (the AD it is sealed for), after
+	// them: written once, read by Seal only.
+	ridSize := 0
+	if p.parts.hasResident {
+		ridSize = len(id) + len(":r")
+	}
+	buf := make([]byte, 0, gSize+rSize+ridSize)
 	rec := buf[:0:gSize]
 	rec = appendEnvelope(rec, &env, meridianv1.Part_PART_GLOBAL)
 	rec = appendBody(rec, p.plan.num, p.parts.global, derived)
@@ -323,9 +345,10 @@ func (b *batch) add(p *prepared) *Error {
 	if err != nil {
 		return err
 	}
-	rec = buf[gSize:gSize:cap(buf)]
+	rid := append(append(buf[gSize+rSize:gSize+rSize], id...), ":r"...)
+	rec = buf[gSize : gSize : gSize+rSize]
 	rec = appendEnvelope(rec, &env, meridianv1.Part_PART_RESIDENT)
-	rec = appendSealedBody(rec, key, id+":r", p.plan.num, p.parts.resident)
+	rec = appendSealedBody(rec, key, unsafe.String(unsafe.SliceData(rid), len(rid)), p.plan.num, p.parts.resident)
 	rec = appendBody(rec, p.plan.num, p.parts.keys)
 	b.pushRaw(rec, p.zone)
 	return nil
