@@ -29,7 +29,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	quick := fs.Bool("quick", false, "a CI-sized smoke run (a few seconds)")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	profileDir := fs.String("profile-dir", "", "write a CPU and a heap profile of each measurement step into `dir` (go tool pprof)")
+	memoryLimit := memoryLimitFlag(fs, "1GiB")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if _, err := applyMemoryLimit(*memoryLimit, benchDefaultMemoryLimit); err != nil {
 		return err
 	}
 	cfg := bench.Config{Events: *events, Payload: *payload, Quick: *quick, ProfileDir: *profileDir}

@@ -20,7 +20,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	wanDelay := fs.Duration("wan-delay", 0, "one-way delay between regions, e.g. 35ms (simulated in userspace)")
 	httpPort := fs.Int("http-port", 7401, "HTTP port of us-east; eu-west and eu-central use the next two (0: let the OS choose)")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	memoryLimit := memoryLimitFlag(fs, "none")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if _, err := applyMemoryLimit(*memoryLimit, -1); err != nil {
 		return err
 	}
 	logger, err := newLogger(stderr, *logLevel)

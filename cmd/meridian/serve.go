@@ -27,7 +27,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpAddr := fs.String("http", "127.0.0.1:8080", "HTTP listen `address`")
 	nodeID := fs.String("node-id", "", "node id (default: remembered in the data dir)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	memoryLimit := memoryLimitFlag(fs, "none")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	memLimit, err := applyMemoryLimit(*memoryLimit, -1)
+	if err != nil {
 		return err
 	}
 	for _, req := range []struct{ name, val string }{{"policy", *policyPath}, {"region", *regionName}, {"data", *dataDir}, {"keys", *keysPath}} {
@@ -71,6 +76,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	mountMetrics(n)
+	logger.Info("serving", "memory_limit", memoryLimitString(memLimit))
 	fmt.Fprintf(stdout, "meridian node %s serving region %s on %s\n", n.ID(), n.Region(), n.URL())
 	<-ctx.Done()
 	logger.Info("shutting down")
