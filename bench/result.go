@@ -67,6 +67,21 @@ type Result struct {
 	E2ELatencyStagesMs E2ELatencyStages `json:"e2e_latency_stages_ms"`
 	ShipRoute          string           `json:"ship_route"`
 	GetDefinition      string           `json:"get_definition"`
+	// MemoryLimitMB is the Go runtime's soft memory limit during the run
+	// (runtime/debug.SetMemoryLimit, which meridian bench --memory-limit
+	// or GOMEMLIMIT set), in MiB; 0: none. It bounds the garbage the Go
+	// heap keeps, not the live heap nor memory outside Go.
+	MemoryLimitMB float64 `json:"memory_limit_mb"`
+	// GoMemoryPeakMB is the peak of the Go runtime's memory that the limit
+	// governs (mapped minus released to the OS; sampled every 50 ms), and
+	// GoLiveHeapPeakMB the peak live heap marked by a GC: peak_rss_mb
+	// minus GoMemoryPeakMB is roughly memory outside Go (Pebble's caches
+	// and memtables). GCCycles and GCCPUSeconds are the whole process's
+	// (what a tighter limit costs).
+	GoMemoryPeakMB   float64 `json:"go_memory_peak_mb"`
+	GoLiveHeapPeakMB float64 `json:"go_live_heap_peak_mb"`
+	GCCycles         uint64  `json:"gc_cycles"`
+	GCCPUSeconds     float64 `json:"gc_cpu_s"`
 
 	// Metadata.
 	Date           string `json:"date"`
@@ -197,7 +212,12 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("  p99 to origin stream / remote inbox ms", fmt.Sprintf("%.2f / %.2f", ls.ShippedP99, ls.ArrivedP99), "", "", "")
 	row("replay /s (rebuild from inbox)", rate(r.ReplayPerS), rate(r.RawConsumePerS), "ordered consume", check("replay_ratio"))
 	row("get p50 / p99 µs", fmt.Sprintf("%.1f / %.1f", r.GetP50Us, r.GetP99Us), "", "", "")
-	row("peak RSS MB", fmt.Sprintf("%.0f", r.PeakRSSMB), "", "", "")
+	limit := "none"
+	if r.MemoryLimitMB > 0 {
+		limit = fmt.Sprintf("%.0f MiB", r.MemoryLimitMB)
+	}
+	row("peak RSS MB", fmt.Sprintf("%.0f", r.PeakRSSMB), "", "", "Go memory limit "+limit)
+	row("  peak Go memory / live heap MB", fmt.Sprintf("%.0f / %.0f", r.GoMemoryPeakMB, r.GoLiveHeapPeakMB), "", "", fmt.Sprintf("%d GCs, %.1f s GC CPU", r.GCCycles, r.GCCPUSeconds))
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -51,6 +55,7 @@ func Run(ctx context.Context, cfg Config) (_ *Result, err error) {
 		Identities: cfg.Identities, Quick: cfg.Quick, LoadAvgStart: loadAvg(),
 		DuplicateWindowS: benchDuplicateWindow.Seconds(),
 		ShipRoute:        shipRouteName,
+		MemoryLimitMB:    memoryLimitMB(),
 	}
 	defer func() {
 		// Close everything even after a failure; the directory goes last.
@@ -77,6 +82,8 @@ type runner struct {
 }
 
 func (r *runner) run(ctx context.Context) error {
+	mem := startGoMemorySampler(goMemorySampleEvery)
+	defer mem.stop()
 	steps := []struct {
 		name string
 		fn   func(context.Context) error
@@ -107,10 +114,91 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.res.PeakRSSMB = rss
+	mem.stop()
+	r.res.GoMemoryPeakMB, r.res.GoLiveHeapPeakMB = mem.peaks()
+	r.res.GCCycles, r.res.GCCPUSeconds = gcTotals()
 	r.res.LoadAvgEnd = loadAvg()
 	r.res.DurationSeconds = time.Since(r.start).Seconds()
 	r.res.computeRatios()
 	return nil
+}
+
+// memoryLimitMB is the Go runtime's soft memory limit in MiB, 0 if none.
+func memoryLimitMB() float64 {
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		return float64(l) / (1 << 20)
+	}
+	return 0
+}
+
+// goMemorySampleEvery is how often the Go memory peaks are sampled.
+const goMemorySampleEvery = 50 * time.Millisecond
+
+// goMemorySampler records, from runtime/metrics (no stop-the-world), the
+// peaks of the Go runtime's memory that its soft limit governs (mapped
+// minus released to the OS) and of the live heap marked by the last GC.
+type goMemorySampler struct {
+	total, live uint64 // peaks, bytes; written by the sampler until stopped
+	quit, done  chan struct{}
+	once        sync.Once
+}
+
+var goMemoryMetrics = []string{"/memory/classes/total:bytes", "/memory/classes/heap/released:bytes", "/gc/heap/live:bytes"}
+
+func startGoMemorySampler(every time.Duration) *goMemorySampler {
+	s := &goMemorySampler{quit: make(chan struct{}), done: make(chan struct{})}
+	samples := make([]metrics.Sample, len(goMemoryMetrics))
+	for i, name := range goMemoryMetrics {
+		samples[i].Name = name
+	}
+	read := func() {
+		metrics.Read(samples)
+		if samples[0].Value.Kind() != metrics.KindUint64 || samples[2].Value.Kind() != metrics.KindUint64 {
+			return // not supported by this runtime
+		}
+		s.total = max(s.total, samples[0].Value.Uint64()-samples[1].Value.Uint64())
+		s.live = max(s.live, samples[2].Value.Uint64())
+	}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			read()
+			select {
+			case <-s.quit:
+				read()
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends the sampling (idempotent).
+func (s *goMemorySampler) stop() {
+	s.once.Do(func() { close(s.quit) })
+	<-s.done
+}
+
+// peaks returns the peaks in MiB; call after stop.
+func (s *goMemorySampler) peaks() (totalMB, liveMB float64) {
+	return float64(s.total) / (1 << 20), float64(s.live) / (1 << 20)
+}
+
+// gcTotals returns the GC cycles and the CPU seconds the GC took (mark
+// assists and background workers) since the process started.
+func gcTotals() (cycles uint64, cpuSeconds float64) {
+	samples := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(samples)
+	if samples[0].Value.Kind() == metrics.KindUint64 {
+		cycles = samples[0].Value.Uint64()
+	}
+	if samples[1].Value.Kind() == metrics.KindFloat64 {
+		cpuSeconds = samples[1].Value.Float64()
+	}
+	return cycles, cpuSeconds
 }
 
 // startProfile starts a CPU profile of one step in Config.ProfileDir;
