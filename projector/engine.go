@@ -28,14 +28,16 @@ type engine struct {
 	cache  *stateCache   // nil when disabled
 
 	// commitEvery > 0 defers commits until that many messages are
-	// applied (or a batch erases someone): a rebuild then encodes, seals
-	// and writes an identity updated in many batches once per commit
-	// instead of once per batch. The pending batches hold the states
-	// meanwhile; pendingSeq is the last inbox sequence they applied.
-	commitEvery int
-	pending     []*batch
-	pendingSeq  uint64
-	pendingMsgs int
+	// applied, or the deferred batches hold commitIdentities identities
+	// (or a batch erases someone): a rebuild then encodes, seals and
+	// writes an identity updated in many batches once per commit instead
+	// of once per batch. The pending batches hold the states meanwhile;
+	// pendingSeq is the last inbox sequence they applied.
+	commitEvery      int
+	commitIdentities int
+	pending          []*batch
+	pendingSeq       uint64
+	pendingMsgs      int
 
 	// Written only by the applying goroutine, under mu; that goroutine
 	// reads them without the lock.
@@ -67,8 +69,9 @@ type engineConfig struct {
 	readOnly bool
 	shards   int
 	cache    int // state cache entries
-	// commitEvery: see engine.commitEvery (0: commit every batch).
-	commitEvery int
+	// commitEvery, commitIdentities: see engine.commitEvery (0: commit
+	// every batch; commitIdentities 0: no bound but commitEvery).
+	commitEvery, commitIdentities int
 }
 
 func openEngine(c engineConfig) (*engine, error) {
@@ -78,7 +81,7 @@ func openEngine(c engineConfig) (*engine, error) {
 	}
 	e := &engine{
 		store: st, keys: c.keys, merger: c.merger, now: c.now, log: c.log, shards: max(c.shards, 1),
-		cache: newStateCache(c.cache), commitEvery: c.commitEvery,
+		cache: newStateCache(c.cache), commitEvery: c.commitEvery, commitIdentities: c.commitIdentities,
 		step: &stepper{merger: c.merger, zone: c.zone, unwrap: keystore.NewUnwrapper(c.zoneKeys)},
 	}
 	e.mu.notify = make(chan struct{})
@@ -193,11 +196,12 @@ func (e *engine) processRun(msgs []inMsg) error {
 		return err
 	}
 	e.pendingSeq, e.pendingMsgs = todo[len(todo)-1].Seq, e.pendingMsgs+len(todo)
-	erasing := false
+	erasing, identities := false, 0
 	for _, b := range batches {
 		erasing = erasing || b.n.erased > 0
+		identities += len(b.touched)
 	}
-	if e.pendingMsgs < e.commitEvery && !erasing {
+	if e.pendingMsgs < e.commitEvery && !erasing && (e.commitIdentities == 0 || identities < e.commitIdentities) {
 		e.pending = batches // commit later, with more
 		return nil
 	}
