@@ -3,6 +3,7 @@ package writer
 import (
 	"encoding/base64"
 	"slices"
+	"strings"
 	"unsafe"
 
 	meridianv1 "github.com/meridian-id/meridian/proto/meridian/v1"
@@ -23,18 +24,30 @@ func EncodeToken(t *meridianv1.ConsistencyToken) string {
 }
 
 func encodeToken(region, node string, seqs map[string]uint64) string {
+	var buf [4]zoneSeq
+	zs := buf[:0]
+	for z, seq := range seqs {
+		zs = append(zs, zoneSeq{z, seq})
+	}
+	return encodeZoneSeqs(region, node, zs)
+}
+
+// zoneSeq is one entry of a token's sequences.
+type zoneSeq struct {
+	zone string
+	seq  uint64
+}
+
+// encodeZoneSeqs is encodeToken of the entries zs (distinct zones; sorted
+// here, in place).
+func encodeZoneSeqs(region, node string, zs []zoneSeq) string {
 	var buf [128]byte
 	b := buf[:0]
 	b = appendString(b, 1, region)
 	b = appendString(b, 2, node)
-	var zbuf [4]string
-	zones := zbuf[:0]
-	for z := range seqs {
-		zones = append(zones, z)
-	}
-	slices.Sort(zones)
-	for _, z := range zones {
-		seq := seqs[z]
+	slices.SortFunc(zs, func(x, y zoneSeq) int { return strings.Compare(x.zone, y.zone) })
+	for _, e := range zs {
+		z, seq := e.zone, e.seq
 		// Map entry: key = 1 (string), value = 2 (uint64).
 		n := 1 + protowire.SizeBytes(len(z)) + 1 + protowire.SizeVarint(seq)
 		b = protowire.AppendTag(b, 3, protowire.BytesType)

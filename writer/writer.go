@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"unsafe"
@@ -199,18 +200,30 @@ func checkDuplicateIDs(events []*meridianv1.Event) *Error {
 }
 
 func (w *Writer) result(first uint64, ids []string, zones []string) *Result {
-	seqs := make(map[string]uint64, 2)
+	// The last sequence per zone (records are in sequence order), on the
+	// stack: a request's records name two zones or three.
+	var buf [4]zoneSeq
+	zs := buf[:0]
 	for i, z := range zones {
-		seqs[z] = first + uint64(i) // records are in sequence order
+		seq := first + uint64(i)
+		j := slices.IndexFunc(zs, func(e zoneSeq) bool { return e.zone == z })
+		if j < 0 {
+			zs = append(zs, zoneSeq{z, seq})
+		} else {
+			zs[j].seq = seq
+		}
 	}
-	r := &Result{
+	seqs := make(map[string]uint64, len(zs))
+	for _, e := range zs {
+		seqs[e.zone] = e.seq
+	}
+	return &Result{
 		EventIDs:  ids,
 		First:     first,
 		Last:      first + uint64(len(zones)) - 1,
 		Sequences: seqs,
+		Token:     encodeZoneSeqs(w.cfg.Region, w.cfg.Node, zs),
 	}
-	r.Token = encodeToken(w.cfg.Region, w.cfg.Node, seqs)
-	return r
 }
 
 // AppendHeartbeat appends a heartbeat record (GLOBAL, no identity) carrying
