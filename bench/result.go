@@ -37,7 +37,13 @@ type Result struct {
 	ReplayRatio     float64 `json:"replay_ratio"`      // replay / raw_consume, target >= 0.5
 	E2ERecordsPerS  float64 `json:"e2e_records_per_s"` // records (inbox messages) of e2e_per_s
 	E2ERecordsRatio float64 `json:"e2e_records_ratio"` // e2e_records_per_s / raw_sourcing_per_s
-	Checks          []Check `json:"checks"`
+	// RawFanoutPerS is the like-for-like ceiling of e2e_records_per_s: the
+	// same publishes fanned out by raw sourcing into every region's stream
+	// (five copies per two-record event) and consumed in each, counted in
+	// messages/s arriving in eu-central (see fanout.go).
+	RawFanoutPerS  float64 `json:"raw_fanout_per_s"`
+	E2EFanoutRatio float64 `json:"e2e_fanout_ratio"` // e2e_records_per_s / raw_fanout_per_s
+	Checks         []Check `json:"checks"`
 
 	// CPUPerOpUs is the process's CPU time (all goroutines: the NATS
 	// servers, every node and the load generator) per operation of each
@@ -146,6 +152,7 @@ func (r *Result) computeRatios() {
 	r.ShipRatio = ratio(r.ShipPerS, r.RawJSPublishMsgIDPerS)
 	r.E2ERatio = ratio(r.E2EPerS, r.RawSourcingPerS)
 	r.E2ERecordsRatio = ratio(r.E2ERecordsPerS, r.RawSourcingPerS)
+	r.E2EFanoutRatio = ratio(r.E2ERecordsPerS, r.RawFanoutPerS)
 	r.E2EP99ExcessMs = r.E2EP99Ms - r.RawSourcingP99Ms
 	r.ReplayRatio = ratio(r.ReplayPerS, r.RawConsumePerS)
 	atLeast := func(name string, v, t float64) Check { return Check{name, v, ">=", t, v >= t} }
@@ -203,6 +210,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("ship /s (log → origin stream)", rate(r.ShipPerS), rate(r.RawJSPublishMsgIDPerS), "js publish+msgid", check("ship_ratio"))
 	row("e2e /s (eu-west → eu-central, "+r.E2EDefinition+")", rate(r.E2EPerS), rate(r.RawSourcingPerS), "sourcing", check("e2e_ratio"))
 	row("  e2e records /s", rate(r.E2ERecordsPerS), rate(r.RawSourcingPerS), "sourcing", fmt.Sprintf("%.3g", r.E2ERecordsRatio))
+	row("  e2e records /s", rate(r.E2ERecordsPerS), rate(r.RawFanoutPerS), "fan-out", fmt.Sprintf("%.3g", r.E2EFanoutRatio))
 	st := r.E2EStagesMs
 	row("  last event: acked/shipped/arrived/applied ms", fmt.Sprintf("%.0f/%.0f/%.0f/%.0f", st.Appended, st.Shipped, st.Arrived, st.Applied), "", "", "")
 	row(fmt.Sprintf("e2e p50 ms @%d/s", r.Rate), ms(r.E2EP50Ms), ms(r.RawSourcingP50Ms), "sourcing", "")

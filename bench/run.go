@@ -74,7 +74,8 @@ type runner struct {
 	res   *Result
 
 	c        *cluster.Cluster
-	jsO, jsR jetstream.JetStream // origin (eu-west) and remote (eu-central) domains
+	jsO, jsR jetstream.JetStream            // origin (eu-west) and remote (eu-central) domains
+	jsAll    map[string]jetstream.JetStream // every region's domain
 	plan     *region.Plan
 	wl       *workload
 	e2eIDs   []string
@@ -278,6 +279,10 @@ func (r *runner) setup(ctx context.Context) error {
 				return err
 			}
 		}
+		if r.jsAll == nil {
+			r.jsAll = map[string]jetstream.JetStream{}
+		}
+		r.jsAll[reg] = js
 		for _, name := range []string{region.OriginStream(reg), region.InboxStream(reg)} {
 			if err := boundDuplicates(startCtx, js, name); err != nil {
 				return err
@@ -492,6 +497,11 @@ func (r *runner) measureE2E(ctx context.Context) (err error) {
 	defer func() {
 		err = errors.Join(err, deleteStream(r.jsR, sourceInbox), deleteStream(r.jsO, sourceOrigin))
 	}()
+	fan, err := setupFanout(ctx, r.plan, r.c.Policy, r.c.Embedded.Domain, r.jsAll, originRegion, remoteRegion, r.cfg.Payload)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, fan.delete()) }()
 	n := r.cfg.Events
 	m, err := r.interleave(ctx,
 		side{"e2e", []string{"per_s", "appended_ms", "shipped_ms", "arrived_ms", "applied_ms"}, func(ctx context.Context, _ int) ([]float64, error) {
@@ -502,11 +512,15 @@ func (r *runner) measureE2E(ctx context.Context) (err error) {
 			v, err := src.throughput(ctx, n*r.wl.recordsPerEvent)
 			return []float64{v}, err
 		}, fixed(n * r.wl.recordsPerEvent)},
+		side{"raw_fanout", []string{"per_s"}, func(ctx context.Context, _ int) ([]float64, error) {
+			v, err := fan.throughput(ctx, n*r.wl.recordsPerEvent)
+			return []float64{v}, err
+		}, fixed(n * r.wl.recordsPerEvent)},
 	)
 	if err != nil {
 		return err
 	}
-	r.res.E2EPerS, r.res.RawSourcingPerS = m[0][0], m[1][0]
+	r.res.E2EPerS, r.res.RawSourcingPerS, r.res.RawFanoutPerS = m[0][0], m[1][0], m[2][0]
 	r.res.E2EStagesMs = E2EStages{Appended: m[0][1], Shipped: m[0][2], Arrived: m[0][3], Applied: m[0][4]}
 	r.res.E2ERecordsPerS = r.res.E2EPerS * float64(r.wl.recordsPerEvent)
 
