@@ -155,7 +155,143 @@ func (d *decoded) fast(b []byte, in *interner) bool {
 	if observed != nil && bodyMerge.Unmarshal(observed, ev) != nil {
 		return false
 	}
-	return body == nil || bodyMerge.Unmarshal(body, ev) == nil
+	if body == nil {
+		return true
+	}
+	if fastBody(body, ev) {
+		return true
+	}
+	ev.Body = nil // a fast read given up half way leaves nothing behind
+	return bodyMerge.Unmarshal(body, ev) == nil
+}
+
+// Body field numbers (events.proto) of the bodies fastBody reads, and of
+// their fields.
+const (
+	fIdentityCreated, fTraitsUpdated      = 20, 21
+	fCreatedHomeRegion, fCreatedTraits    = 1, 2
+	fUpdatedTraits                        = 1
+	fTraitsEmailHash, fTraitsUsernameHash = 7, 8
+)
+
+// fastBody reads the bodies of most records (a new identity, changed
+// traits) off the wire when they hold nothing but the traits' strings and
+// hashes: no field twice, no unknown field, no metadata map or address
+// (those, and every other body, go to proto). field is the body's tag
+// and bytes.
+func fastBody(field []byte, ev *meridianv1.Event) bool {
+	num, typ, n := protowire.ConsumeTag(field)
+	if n < 0 || typ != protowire.BytesType {
+		return false
+	}
+	v, m := protowire.ConsumeBytes(field[n:])
+	if m < 0 {
+		return false
+	}
+	var seen uint8
+	var traits []byte
+	switch num {
+	case fTraitsUpdated:
+		tu := &meridianv1.TraitsUpdated{}
+		for len(v) > 0 {
+			f, fv, rest, ok := nextBytesField(v, &seen)
+			if !ok || f != fUpdatedTraits {
+				return false
+			}
+			traits, v = fv, rest
+			if tu.Traits, ok = fastTraits(traits); !ok {
+				return false
+			}
+		}
+		ev.Body = &meridianv1.Event_TraitsUpdated{TraitsUpdated: tu}
+	case fIdentityCreated:
+		ic := &meridianv1.IdentityCreated{}
+		for len(v) > 0 {
+			f, fv, rest, ok := nextBytesField(v, &seen)
+			if !ok {
+				return false
+			}
+			v = rest
+			switch f {
+			case fCreatedHomeRegion:
+				if ic.HomeRegion, ok = str(fv); !ok {
+					return false
+				}
+			case fCreatedTraits:
+				if ic.Traits, ok = fastTraits(fv); !ok {
+					return false
+				}
+			default:
+				return false
+			}
+		}
+		ev.Body = &meridianv1.Event_IdentityCreated{IdentityCreated: ic}
+	default:
+		return false
+	}
+	return true
+}
+
+// nextBytesField reads a length-delimited field numbered below 8 that
+// seen has not seen yet.
+func nextBytesField(b []byte, seen *uint8) (num protowire.Number, v, rest []byte, ok bool) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || typ != protowire.BytesType || num < 1 || num > 7 && num != fTraitsUsernameHash || num < 8 && *seen&(1<<num) != 0 {
+		return 0, nil, nil, false
+	}
+	if num < 8 {
+		*seen |= 1 << num
+	}
+	v, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 {
+		return 0, nil, nil, false
+	}
+	return num, v, b[n+m:], true
+}
+
+// fastTraits reads Traits holding only optional strings (email, username,
+// name, phone, locale) and hashes, each at most once.
+func fastTraits(b []byte) (*meridianv1.Traits, bool) {
+	t := &meridianv1.Traits{}
+	var seen uint8
+	var usernameHashSeen bool
+	for len(b) > 0 {
+		num, v, rest, ok := nextBytesField(b, &seen)
+		if !ok {
+			return nil, false
+		}
+		b = rest
+		switch num {
+		case 1, 2, 3, 4, 5:
+			s, ok := str(v)
+			if !ok {
+				return nil, false
+			}
+			switch num {
+			case 1:
+				t.Email = &s
+			case 2:
+				t.Username = &s
+			case 3:
+				t.Name = &s
+			case 4:
+				t.Phone = &s
+			case 5:
+				t.Locale = &s
+			}
+		case fTraitsEmailHash:
+			t.EmailHash = append([]byte{}, v...)
+		case fTraitsUsernameHash:
+			if usernameHashSeen {
+				return nil, false
+			}
+			usernameHashSeen = true
+			t.UsernameHash = append([]byte{}, v...)
+		default:
+			return nil, false // metadata, address: proto's
+		}
+	}
+	return t, true
 }
 
 var bodyMerge = proto.UnmarshalOptions{Merge: true}
