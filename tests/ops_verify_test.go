@@ -78,6 +78,9 @@ func TestOpsVerify(t *testing.T) {
 
 	// A RESIDENT record of zone eu (real bytes from eu-west's log) stored
 	// in us-east's inbox, through a subject the inbox takes for a moment.
+	// The subject names an origin no region has: an eu-west subject would
+	// also be captured by eu-west's origin stream across the leaf nodes,
+	// and the publish would be answered by whichever stream acked first.
 	var misplaced []byte
 	for _, data := range opsLogRecords(t, c.Node(euWest).Log()) {
 		if h, err := inspect.ReadHeader(data); err == nil && h.Part == meridianv1.Part_PART_RESIDENT {
@@ -94,7 +97,7 @@ func TestOpsVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := inbox.CachedInfo().Config
-	subject := region.Subject(euWest, "eu", "identity_created")
+	subject := region.Subject("stray", "eu", "identity_created")
 	cfg.Subjects = []string{subject}
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatalf("add a subject to the inbox: %v", err)
@@ -102,6 +105,9 @@ func TestOpsVerify(t *testing.T) {
 	ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: misplaced, Header: nats.Header{jetstream.MsgIDHeader: {"misplaced-" + opsHex(4)}}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ack.Stream != region.InboxStream(usEast) {
+		t.Fatalf("misplaced record stored in %s (domain %s), want %s", ack.Stream, ack.Domain, region.InboxStream(usEast))
 	}
 	cfg.Subjects = nil
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
