@@ -86,8 +86,10 @@ type Config struct {
 	// TempDir is where the run's directory is made (default os.TempDir()).
 	TempDir string
 	// ProfileDir, if set, receives a CPU profile of each step
-	// (<step>.cpu.pprof) and a heap profile at its end (<step>.heap.pprof).
-	// It must exist.
+	// (<step>.cpu.pprof), a heap profile at its end (<step>.heap.pprof),
+	// and a heap profile at the peak of the live heap
+	// (live-peak.heap.pprof, rewritten whenever the live heap grows by 10%;
+	// step-end profiles miss that peak). It must exist.
 	ProfileDir string
 	// Progress, if set, receives one line per step.
 	Progress io.Writer

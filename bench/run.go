@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -83,7 +84,23 @@ type runner struct {
 }
 
 func (r *runner) run(ctx context.Context) error {
-	mem := startGoMemorySampler(goMemorySampleEvery)
+	var step atomic.Value // the step running, for the live-heap profile
+	step.Store("")
+	var onLivePeak func(live uint64)
+	var peakStep atomic.Value // the step of the last live-peak.heap.pprof
+	if r.cfg.ProfileDir != "" {
+		// A heap profile whenever the live heap passes its last profiled
+		// peak by 10%: inuse is the live heap of the GC that set the peak.
+		onLivePeak = func(uint64) {
+			f, err := os.Create(filepath.Join(r.cfg.ProfileDir, "live-peak.heap.pprof"))
+			if err == nil {
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+				peakStep.Store(step.Load())
+			}
+		}
+	}
+	mem := startGoMemorySampler(goMemorySampleEvery, onLivePeak)
 	defer mem.stop()
 	steps := []struct {
 		name string
@@ -96,6 +113,7 @@ func (r *runner) run(ctx context.Context) error {
 		{"replay", r.measureReplay},
 	}
 	for _, s := range steps {
+		step.Store(s.name)
 		stop, err := r.startProfile(s.name)
 		if err != nil {
 			return err
@@ -118,6 +136,9 @@ func (r *runner) run(ctx context.Context) error {
 	mem.stop()
 	r.res.GoMemoryPeakMB, r.res.GoLiveHeapPeakMB = mem.peaks()
 	r.res.GCCycles, r.res.GCCPUSeconds = gcTotals()
+	if s, ok := peakStep.Load().(string); ok {
+		r.progress("live heap peak %.0f MB, during %s: live-peak.heap.pprof", r.res.GoLiveHeapPeakMB, s)
+	}
 	r.res.LoadAvgEnd = loadAvg()
 	r.res.DurationSeconds = time.Since(r.start).Seconds()
 	r.res.computeRatios()
@@ -146,12 +167,15 @@ type goMemorySampler struct {
 
 var goMemoryMetrics = []string{"/memory/classes/total:bytes", "/memory/classes/heap/released:bytes", "/gc/heap/live:bytes"}
 
-func startGoMemorySampler(every time.Duration) *goMemorySampler {
+// onLivePeak, if set, is called (on the sampler's goroutine) each time the
+// live heap exceeds 1.1 times what it was at the last call.
+func startGoMemorySampler(every time.Duration, onLivePeak func(live uint64)) *goMemorySampler {
 	s := &goMemorySampler{quit: make(chan struct{}), done: make(chan struct{})}
 	samples := make([]metrics.Sample, len(goMemoryMetrics))
 	for i, name := range goMemoryMetrics {
 		samples[i].Name = name
 	}
+	var reported uint64
 	read := func() {
 		metrics.Read(samples)
 		if samples[0].Value.Kind() != metrics.KindUint64 || samples[2].Value.Kind() != metrics.KindUint64 {
@@ -159,6 +183,10 @@ func startGoMemorySampler(every time.Duration) *goMemorySampler {
 		}
 		s.total = max(s.total, samples[0].Value.Uint64()-samples[1].Value.Uint64())
 		s.live = max(s.live, samples[2].Value.Uint64())
+		if onLivePeak != nil && s.live > reported+reported/10 {
+			reported = s.live
+			onLivePeak(s.live)
+		}
 	}
 	go func() {
 		defer close(s.done)
