@@ -70,6 +70,12 @@ type Config struct {
 	Now func() int64
 	// Claims tunes the uniqueness claims (claims.go).
 	Claims ClaimsConfig
+	// KeyCacheEntries bounds the key store's in-memory cache of data keys,
+	// in identities (keystore.Options.CacheEntries): 0 takes
+	// keystore.DefaultCacheEntries, negative disables the cache. Each entry
+	// costs a few hundred bytes; a sealed write or read of an identity not
+	// cached reads its key from Pebble.
+	KeyCacheEntries int
 }
 
 var nodeIDRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`)

@@ -90,7 +90,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.log, err = eventlog.Open(eventlog.Options{Dir: filepath.Join(cfg.Dir, "log"), Stamp: writer.StampSequence}); err != nil {
 		return nil, fmt.Errorf("node: open log: %w", err)
 	}
-	if n.keys, err = keystore.Open(keystore.Options{Dir: filepath.Join(cfg.Dir, "keys")}); err != nil {
+	if n.keys, err = keystore.Open(keystore.Options{Dir: filepath.Join(cfg.Dir, "keys"), CacheEntries: cfg.KeyCacheEntries}); err != nil {
 		return nil, fmt.Errorf("node: open key store: %w", err)
 	}
 	if n.writer, err = writer.New(writer.Config{

@@ -142,7 +142,7 @@ func TestDevSmoke(t *testing.T) {
 	}
 	got, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(got), "meridian_log_last_seq") {
+	if resp.StatusCode != 200 || !strings.Contains(string(got), "meridian_log_last_seq") || !strings.Contains(string(got), `meridian_keystore_cache_lookups_total{node=`) {
 		t.Fatalf("/metrics: %d %.300s", resp.StatusCode, got)
 	}
 	cancel()

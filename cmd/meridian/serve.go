@@ -27,6 +27,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpAddr := fs.String("http", "127.0.0.1:8080", "HTTP listen `address`")
 	nodeID := fs.String("node-id", "", "node id (default: remembered in the data dir)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	keyCache := fs.Int("key-cache", 0, "identities whose data keys the key store caches in memory (0: keystore.DefaultCacheEntries; negative: no cache)")
 	memoryLimit := memoryLimitFlag(fs, "none")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -71,6 +72,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ZoneKeys:    sec.zoneKeys,
 		HashKey:     sec.hashKey,
 		Logger:      logger,
+
+		KeyCacheEntries: *keyCache,
 	})
 	if err != nil {
 		return err
