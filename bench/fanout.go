@@ -2,11 +2,9 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -133,23 +131,8 @@ func (f *fanout) consumeAll(ctx context.Context, n int, base time.Time) (*arriva
 		}
 		var h jetstream.MessageHandler
 		if reg == f.remote {
-			a := &arrivalCounter{base: base, at: make([]atomic.Int64, n), want: int64(n), done: make(chan struct{})}
-			remote = a
-			h = func(m jetstream.Msg) {
-				now := int64(time.Since(a.base))
-				d := m.Data()
-				if len(d) < 8 {
-					a.badSize.Add(1)
-					return
-				}
-				i := binary.BigEndian.Uint64(d)
-				if i < uint64(len(a.at)) && a.at[i].CompareAndSwap(0, max(now, 1)) {
-					a.last.Store(now)
-					if a.n.Add(1) == a.want {
-						close(a.done)
-					}
-				}
-			}
+			remote = newArrivalCounter(n, base)
+			h = remote.handle
 		} else {
 			h = func(m jetstream.Msg) { _ = m.Data() }
 		}

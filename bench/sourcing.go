@@ -53,26 +53,33 @@ func (s *sourcing) follow(ctx context.Context, n int, base time.Time) (*arrivalC
 	if err != nil {
 		return nil, fmt.Errorf("bench: sourcing: consumer: %w", err)
 	}
-	a := &arrivalCounter{base: base, at: make([]atomic.Int64, n), want: int64(n), done: make(chan struct{})}
-	a.cc, err = cons.Consume(func(m jetstream.Msg) {
-		now := int64(time.Since(a.base))
-		d := m.Data()
-		if len(d) < 8 {
-			a.badSize.Add(1)
-			return
-		}
-		i := binary.BigEndian.Uint64(d)
-		if i < uint64(len(a.at)) && a.at[i].CompareAndSwap(0, max(now, 1)) {
-			a.last.Store(now)
-			if a.n.Add(1) == a.want {
-				close(a.done)
-			}
-		}
-	}, jetstream.PullMaxMessages(4096))
+	a := newArrivalCounter(n, base)
+	a.cc, err = cons.Consume(a.handle, jetstream.PullMaxMessages(4096))
 	if err != nil {
 		return nil, fmt.Errorf("bench: sourcing: consume: %w", err)
 	}
 	return a, nil
+}
+
+func newArrivalCounter(n int, base time.Time) *arrivalCounter {
+	return &arrivalCounter{base: base, at: make([]atomic.Int64, n), want: int64(n), done: make(chan struct{})}
+}
+
+// handle records the first arrival of the message the payload indexes.
+func (a *arrivalCounter) handle(m jetstream.Msg) {
+	now := int64(time.Since(a.base))
+	d := m.Data()
+	if len(d) < 8 {
+		a.badSize.Add(1)
+		return
+	}
+	i := binary.BigEndian.Uint64(d)
+	if i < uint64(len(a.at)) && a.at[i].CompareAndSwap(0, max(now, 1)) {
+		a.last.Store(now)
+		if a.n.Add(1) == a.want {
+			close(a.done)
+		}
+	}
 }
 
 func (a *arrivalCounter) wait(ctx context.Context, timeout time.Duration) error {
