@@ -270,41 +270,52 @@ func applyByIdentity(t testing.TB, m *Merger, evs []*meridianv1.Event) map[strin
 	return out
 }
 
+// everyWay is one set of events applied every way a deployment may apply
+// them: parts projector style (GLOBAL and RESIDENT in separate states), all
+// parts into one state, whole unsplit events, and three replicas from a
+// random partition of the parts (with overlap), each in a shuffled order
+// with repeats. States are by identity.
+type everyWay struct {
+	parts                        []*meridianv1.Event
+	global, resident, all, whole map[string]*meridianv1.IdentityState
+	reps                         [3]map[string]*meridianv1.IdentityState
+}
+
+func applyEveryWay(t *testing.T, m *Merger, r *rand.Rand, evs []*meridianv1.Event) everyWay {
+	w := everyWay{parts: parts(m, evs)}
+	var gs, rs []*meridianv1.Event
+	for _, p := range shuffledWithRepeats(r, w.parts) {
+		if p.GetPart() == meridianv1.Part_PART_GLOBAL {
+			gs = append(gs, p)
+		} else {
+			rs = append(rs, p)
+		}
+	}
+	w.global, w.resident = applyByIdentity(t, m, gs), applyByIdentity(t, m, rs)
+	w.all = applyByIdentity(t, m, shuffledWithRepeats(r, w.parts))
+	w.whole = applyByIdentity(t, m, shuffledWithRepeats(r, evs))
+	var deal [3][]*meridianv1.Event
+	for _, p := range w.parts {
+		mask := 1 + r.Intn(7) // every part reaches at least one replica
+		for i := range 3 {
+			if mask&(1<<i) != 0 {
+				deal[i] = append(deal[i], p)
+			}
+		}
+	}
+	for i := range w.reps {
+		w.reps[i] = applyByIdentity(t, m, shuffledWithRepeats(r, deal[i]))
+	}
+	return w
+}
+
 func TestMergerConvergence(t *testing.T) {
 	m := newTestMerger(t)
 	f := func(seed int64) bool {
 		r := rand.New(rand.NewSource(seed))
 		evs := genEvents(r, 1+r.Intn(50))
-		ps := parts(m, evs)
-
-		// Projector style: GLOBAL parts into one state, RESIDENT into another.
-		var gs, rs []*meridianv1.Event
-		for _, p := range shuffledWithRepeats(r, ps) {
-			if p.GetPart() == meridianv1.Part_PART_GLOBAL {
-				gs = append(gs, p)
-			} else {
-				rs = append(rs, p)
-			}
-		}
-		global, resident := applyByIdentity(t, m, gs), applyByIdentity(t, m, rs)
-		// All parts into one state, in another order.
-		all := applyByIdentity(t, m, shuffledWithRepeats(r, ps))
-		// Whole, unsplit events.
-		whole := applyByIdentity(t, m, shuffledWithRepeats(r, evs))
-		// Three replicas from a random partition (with overlap), joined.
-		var deal [3][]*meridianv1.Event
-		for _, p := range ps {
-			mask := 1 + r.Intn(7) // every part reaches at least one replica
-			for i := range 3 {
-				if mask&(1<<i) != 0 {
-					deal[i] = append(deal[i], p)
-				}
-			}
-		}
-		var reps [3]map[string]*meridianv1.IdentityState
-		for i := range reps {
-			reps[i] = applyByIdentity(t, m, shuffledWithRepeats(r, deal[i]))
-		}
+		w := applyEveryWay(t, m, r, evs)
+		ps, global, resident, all, whole, reps := w.parts, w.global, w.resident, w.all, w.whole, w.reps
 
 		for id, st := range all {
 			want := referenceView(evs, id)

@@ -121,31 +121,8 @@ func TestMergerORSetSpec(t *testing.T) {
 				withCtx++
 			}
 		}
-		ps := parts(m, evs)
-		var gs, rs []*meridianv1.Event
-		for _, p := range shuffledWithRepeats(r, ps) {
-			if p.GetPart() == meridianv1.Part_PART_GLOBAL {
-				gs = append(gs, p)
-			} else {
-				rs = append(rs, p)
-			}
-		}
-		global, resident := applyByIdentity(t, m, gs), applyByIdentity(t, m, rs)
-		all := applyByIdentity(t, m, shuffledWithRepeats(r, ps))
-		whole := applyByIdentity(t, m, shuffledWithRepeats(r, evs))
-		var deal [3][]*meridianv1.Event
-		for _, p := range ps {
-			mask := 1 + r.Intn(7)
-			for i := range 3 {
-				if mask&(1<<i) != 0 {
-					deal[i] = append(deal[i], p)
-				}
-			}
-		}
-		var reps [3]map[string]*meridianv1.IdentityState
-		for i := range reps {
-			reps[i] = applyByIdentity(t, m, shuffledWithRepeats(r, deal[i]))
-		}
+		w := applyEveryWay(t, m, r, evs)
+		global, resident, all, whole, reps := w.global, w.resident, w.all, w.whole, w.reps
 		for id, st := range all {
 			want := referenceView(evs, id)
 			if !want.GetErased() {
