@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -217,6 +218,57 @@ func (e *e2e) latency(ctx context.Context, n, rate int) (latencyRun, error) {
 	}
 	slices.Sort(run.applied)
 	return run, nil
+}
+
+// carry appends events at rate per second until ctx ends, each one waited
+// for in the remote read model, without the stage followers: the load
+// the backbone puts on the machine while it carries that rate, under which
+// the raw sourcing latency is measured again (raw_sourcing_loaded_*). It
+// returns the number of events carried.
+func (e *e2e) carry(ctx context.Context, rate int) (int, error) {
+	var n atomic.Int64
+	// pace needs a count: more than the measurement can take at rate.
+	err := pace(ctx, rate, rate*3600, func(ctx context.Context, i int) error {
+		res, err := e.w.Append(ctx, e.wl.update(e.ids[i%len(e.ids)]))
+		if err != nil {
+			return err
+		}
+		if err := e.remote.WaitApplied(ctx, e.token(res.Sequences)); err != nil {
+			return err
+		}
+		n.Add(1)
+		return nil
+	})
+	if ctx.Err() != nil {
+		err = nil // the measurement beside it is over
+	}
+	return int(n.Load()), err
+}
+
+// loadedSourcingLatency measures the raw sourcing latency (k messages at
+// rate) while the backbone carries rate events/s beside it.
+func (e *e2e) loadedSourcingLatency(ctx context.Context, src *sourcing, k, rate int) ([]time.Duration, error) {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type carried struct {
+		n   int
+		err error
+	}
+	done := make(chan carried, 1)
+	go func() {
+		n, err := e.carry(cctx, rate)
+		done <- carried{n, err}
+	}()
+	lat, err := src.latency(ctx, k, rate)
+	cancel()
+	c := <-done
+	if err == nil && c.err != nil {
+		err = fmt.Errorf("bench: load beside raw sourcing: %w", c.err)
+	}
+	if err == nil && c.n == 0 {
+		err = fmt.Errorf("bench: load beside raw sourcing: no event carried")
+	}
+	return lat, err
 }
 
 // idClock follows a stream with an ordered consumer and records when each

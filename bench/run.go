@@ -567,6 +567,9 @@ func (r *runner) measureE2E(ctx context.Context) (err error) {
 		side{"raw_sourcing_latency", []string{"p50_ms", "p99_ms"}, func(ctx context.Context, _ int) ([]float64, error) {
 			return pct(src.latency(ctx, k, rate))
 		}, nil},
+		side{"raw_sourcing_loaded_latency", []string{"p50_ms", "p99_ms"}, func(ctx context.Context, _ int) ([]float64, error) {
+			return pct(e.loadedSourcingLatency(ctx, src, k, rate))
+		}, nil},
 	)
 	if err != nil {
 		return err
@@ -574,6 +577,7 @@ func (r *runner) measureE2E(ctx context.Context) (err error) {
 	r.res.E2EP50Ms, r.res.E2EP99Ms = m[0][0], m[0][1]
 	r.res.E2ELatencyStagesMs = E2ELatencyStages{ShippedP50: m[0][2], ShippedP99: m[0][3], ArrivedP50: m[0][4], ArrivedP99: m[0][5]}
 	r.res.RawSourcingP50Ms, r.res.RawSourcingP99Ms = m[1][0], m[1][1]
+	r.res.RawSourcingLoadedP50Ms, r.res.RawSourcingLoadedP99Ms = m[2][0], m[2][1]
 	return nil
 }
 
