@@ -46,6 +46,15 @@ func newMeter(fn ProgressFunc, op, phase, unit string, total uint64) *meter {
 	return &meter{fn: fn, op: op, phase: phase, unit: unit, total: total, start: now, every: progressEvery}
 }
 
+// withEvery sets the least time between two reports (0: the default,
+// 100 ms; negative: every update is reported).
+func (m *meter) withEvery(every time.Duration) *meter {
+	if m != nil && every != 0 {
+		m.every = max(every, 0)
+	}
+	return m
+}
+
 // update reports done units (and a note); final forces the report out.
 func (m *meter) update(done uint64, note string, final bool) {
 	if m == nil || m.fn == nil {

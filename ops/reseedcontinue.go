@@ -80,7 +80,7 @@ func (c *ReseedStreamsConfig) collectHeld(ctx context.Context, rep *ReseedStream
 		}
 		return 0
 	})
-	m := newMeter(c.Progress, "reseed streams", "read other inboxes", "regions", uint64(len(others)))
+	m := newMeter(c.Progress, "reseed streams", "read other inboxes", "regions", uint64(len(others))).withEvery(c.ProgressEvery)
 	for i, other := range others {
 		n := uint64(0)
 		_, err := scanStream(ctx, c.JS[other], region.InboxStream(other), scanRange{Filters: []string{region.OriginSubjects(c.Region)}}, func(sm StreamMsg) error {
@@ -258,7 +258,7 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 		return err
 	}
 	defer pub.close()
-	m := newMeter(c.Progress, "reseed streams", "re-fill origin", "messages", total)
+	m := newMeter(c.Progress, "reseed streams", "re-fill origin", "messages", total).withEvery(c.ProgressEvery)
 	placed := map[string]bool{}
 	fromLog := func(seq uint64) (string, string, []byte, error) {
 		recs, err := l.Read(seq, 1)
@@ -321,6 +321,7 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 		}
 		rep.FromLog++
 		rep.Appended++
+		m.update(pub.next-rep.OriginFirstSeq, "", false)
 	}
 	if err := pub.wait(ctx); err != nil {
 		return err
@@ -369,6 +370,9 @@ func newPlacer(js jetstream.JetStream, first, from uint64) (*placer, error) {
 }
 
 func (p *placer) publish(ctx context.Context, subject, msgID string, seq uint64, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if p.next < p.from {
 		p.next++
 		return nil

@@ -68,7 +68,10 @@ type ReseedStreamsConfig struct {
 	// Force re-seeds even when the origin stream exists and is not empty.
 	Force    bool
 	Progress ProgressFunc
-	Logger   *slog.Logger
+	// ProgressEvery is the least time between two progress reports of a
+	// phase (0: 100 ms; negative: every message is reported).
+	ProgressEvery time.Duration
+	Logger        *slog.Logger
 	// Timeout bounds waiting for the shipper (default 10 min).
 	Timeout time.Duration
 }
