@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -199,9 +200,9 @@ func pinSources(ctx context.Context, js jetstream.JetStream, regionName, inbox, 
 // the first sequence still to be placed. An empty origin (provisioned by a
 // node started meanwhile) is recreated. One holding messages is an
 // interrupted re-seed's (the caller refused it without Force): if it
-// starts at first, the re-fill resumes after its last message, since the
-// placement is the same each time; otherwise it is refused, to be
-// deleted by hand.
+// starts at first, the re-fill resumes after its last message (refill
+// checks that what it holds is the placement's beginning); otherwise it is
+// refused, to be deleted by hand.
 func createOrigin(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, first uint64) (uint64, error) {
 	s, err := js.Stream(ctx, want.Name)
 	switch {
@@ -233,33 +234,102 @@ func gapSubject(regionName string) string {
 	return region.SubjectRoot + "." + regionName + ".reseed-gap.none"
 }
 
+// placedPrefix is what an interrupted re-fill left in the origin stream,
+// below the sequence the re-fill resumes at.
+type placedPrefix struct {
+	bySeq   map[uint64]string // sequence -> record id ("": a placeholder)
+	ids     map[string]bool   // the records' ids
+	logSeqs map[uint64]bool   // and log sequences
+	gaps    []uint64          // placeholders not deleted yet
+	empty   uint64            // sequences holding no record (placeholders, deleted or not)
+}
+
+// readPrefix reads the origin's messages from first to from-1 (headers
+// only). Anything but a record with its id and log sequence or a
+// placeholder is refused: the stream is not a re-fill's.
+func readPrefix(ctx context.Context, js jetstream.JetStream, origin, gapSubj string, first, from uint64) (*placedPrefix, error) {
+	p := &placedPrefix{bySeq: map[uint64]string{}, ids: map[string]bool{}, logSeqs: map[uint64]bool{}}
+	if from <= first {
+		return p, nil
+	}
+	_, err := scanStream(ctx, js, origin, scanRange{From: first, To: from - 1, HeadersOnly: true}, func(sm StreamMsg) error {
+		switch {
+		case sm.Subject == gapSubj:
+			p.bySeq[sm.Seq] = ""
+			p.gaps = append(p.gaps, sm.Seq)
+		case sm.MsgID == "" || sm.OriginSeq == 0:
+			return fmt.Errorf("sequence %d (%s) has no record id or log sequence", sm.Seq, sm.Subject)
+		case p.ids[sm.MsgID]:
+			return fmt.Errorf("record %s is stored twice (again at sequence %d)", sm.MsgID, sm.Seq)
+		default:
+			p.bySeq[sm.Seq] = sm.MsgID
+			p.ids[sm.MsgID] = true
+			p.logSeqs[sm.OriginSeq] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.empty = from - first - uint64(len(p.ids))
+	return p, nil
+}
+
 // refill puts the records back at their old sequences, fills the gaps,
 // appends the log's records no inbox held, deletes the placeholders and
 // moves the shipper's checkpoint to the log's end.
+//
+// A resumed re-fill (from past the first sequence) takes what the origin
+// holds below from as placed, after checking it against the records the
+// other inboxes hold there: the placement of an interrupted run is that
+// of an uninterrupted one, but the other inboxes may meanwhile have
+// sourced some of the records it appended (and not others: RESIDENT parts
+// of a zone no other region belongs to, or a source that lags), so what
+// they hold is not where the placement continues; the stream is.
 func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsReport, l *eventlog.Log, js jetstream.JetStream, origin string, h *heldRecords, from uint64) error {
 	route := routeRecord(c.Region)
+	gapSubj := gapSubject(c.Region)
+	first := rep.OriginFirstSeq
+	pre, err := readPrefix(ctx, js, origin, gapSubj, first, from)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("ops: reseed streams: %s holds sequences %d-%d that are not an interrupted re-seed's: %w; delete it to re-seed", origin, first, from-1, err)
+	}
 	olds := make([]uint64, 0, len(h.byOldSeq))
 	for s := range h.byOldSeq {
 		olds = append(olds, s)
 	}
 	slices.Sort(olds)
-	var extra []uint64 // log records no inbox held, in log order
+	rest, _ := slices.BinarySearch(olds, from)
+	for _, old := range olds[:rest] {
+		if id := pre.bySeq[old]; id != "" && id != h.byOldSeq[old].msgID {
+			return fmt.Errorf("ops: reseed streams: %s holds %s at sequence %d, where the other inboxes hold %s: it is not an interrupted re-seed of the lost stream; delete it to re-seed", origin, id, old, h.byOldSeq[old].msgID)
+		}
+	}
+	var extra []uint64 // log records no inbox held and not placed yet, in log order
 	for seq := rep.LogFirst; seq <= rep.LogLast && rep.LogLast > 0; seq++ {
-		if !h.logSeqs[seq] {
+		if !h.logSeqs[seq] && !pre.logSeqs[seq] {
 			extra = append(extra, seq)
 		}
 	}
-	total := uint64(len(extra))
-	if len(olds) > 0 {
-		total += olds[len(olds)-1] - olds[0] + 1
+	total := from - first + uint64(len(extra))
+	if rest < len(olds) {
+		total = olds[len(olds)-1] - first + 1 + uint64(len(extra))
 	}
-	pub, err := newPlacer(js, rep.OriginFirstSeq, from)
+	rep.AlreadyPlaced = uint64(len(pre.ids))
+	placed := pre.ids
+	gapSeqs := pre.gaps
+	rep.Placeholders = pre.empty
+
+	pub, err := newPlacer(js, from)
 	if err != nil {
 		return err
 	}
 	defer pub.close()
+	rep.PlacedThrough = from - 1
 	m := newMeter(c.Progress, "reseed streams", "re-fill origin", "messages", total).withEvery(c.ProgressEvery)
-	placed := map[string]bool{}
 	fromLog := func(seq uint64) (string, string, []byte, error) {
 		recs, err := l.Read(seq, 1)
 		if err != nil || len(recs) == 0 || recs[0].Seq != seq {
@@ -268,77 +338,96 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 		subj, id, err := route(recs[0])
 		return subj, id, recs[0].Data, err
 	}
-	var gapSeqs []uint64
-	for i, old := range olds {
-		if i > 0 {
-			for gap := olds[i-1] + 1; gap < old; gap++ {
-				gapSeqs = append(gapSeqs, pub.next)
-				if err := pub.publish(ctx, gapSubject(c.Region), "", 0, nil); err != nil {
+	gap := func() error {
+		seq := pub.next
+		if err := pub.publish(ctx, gapSubj, "", 0, nil); err != nil {
+			return err
+		}
+		gapSeqs = append(gapSeqs, seq)
+		rep.Placeholders++
+		return nil
+	}
+	place := func() error {
+		for _, old := range olds[rest:] {
+			for pub.next < old {
+				if err := gap(); err != nil {
 					return err
 				}
 			}
-		}
-		hc := h.byOldSeq[old]
-		subj, id, data := hc.subject, hc.msgID, hc.data
-		if hc.logSeq >= rep.LogFirst {
-			ls, lid, ldata, err := fromLog(hc.logSeq)
-			if err != nil {
-				return fmt.Errorf("ops: reseed streams: log record %d: %w", hc.logSeq, err)
+			hc := h.byOldSeq[old]
+			subj, id, data := hc.subject, hc.msgID, hc.data
+			if hc.logSeq >= rep.LogFirst {
+				ls, lid, ldata, err := fromLog(hc.logSeq)
+				if err != nil {
+					return fmt.Errorf("ops: reseed streams: log record %d: %w", hc.logSeq, err)
+				}
+				if ldata != nil {
+					subj, id, data = ls, lid, ldata
+				}
 			}
-			if ldata != nil {
-				subj, id, data = ls, lid, ldata
-				rep.FromLog++
+			if data == nil || placed[id] {
+				// Redacted out of the log meanwhile, or a second copy of
+				// one record in the lost stream: keep the numbering.
+				if err := gap(); err != nil {
+					return err
+				}
+				continue
 			}
-		} else {
-			rep.Republished++
-		}
-		if data == nil || placed[id] {
-			// Redacted out of the log meanwhile, or a second copy of one
-			// record in the lost stream: keep the numbering.
-			gapSeqs = append(gapSeqs, pub.next)
-			if err := pub.publish(ctx, gapSubject(c.Region), "", 0, nil); err != nil {
+			placed[id] = true
+			if err := pub.publish(ctx, subj, id, hc.logSeq, data); err != nil {
 				return err
 			}
-			continue
+			if hc.logSeq >= rep.LogFirst {
+				rep.FromLog++
+			} else {
+				rep.Republished++
+			}
+			m.update(pub.next-first, "", false)
 		}
-		placed[id] = true
-		if err := pub.publish(ctx, subj, id, hc.logSeq, data); err != nil {
-			return err
+		for _, seq := range extra {
+			subj, id, data, err := fromLog(seq)
+			if err != nil {
+				return fmt.Errorf("ops: reseed streams: log record %d: %w", seq, err)
+			}
+			if data == nil || placed[id] {
+				continue
+			}
+			placed[id] = true
+			if err := pub.publish(ctx, subj, id, seq, data); err != nil {
+				return err
+			}
+			rep.FromLog++
+			rep.Appended++
+			m.update(pub.next-first, "", false)
 		}
-		m.update(pub.next-rep.OriginFirstSeq, "", false)
+		return pub.wait(ctx)
 	}
-	for _, seq := range extra {
-		subj, id, data, err := fromLog(seq)
-		if err != nil {
-			return fmt.Errorf("ops: reseed streams: log record %d: %w", seq, err)
+	if err := place(); err != nil {
+		// Whatever was sent lands (or fails) now, not after we return:
+		// what the report and the stream say is then what a resumed run
+		// finds.
+		settled := pub.settle(settleTimeout)
+		rep.PlacedThrough = pub.landed
+		if ctx.Err() != nil {
+			note := ""
+			if !settled {
+				note = fmt.Sprintf(" (%d publishes still unacknowledged)", len(pub.futures))
+			}
+			return fmt.Errorf("%w: the re-fill of %s (from sequence %d) stopped after sequence %d%s; run again with Force to resume: %w", ErrInterrupted, origin, first, pub.landed, note, ctx.Err())
 		}
-		if data == nil || placed[id] {
-			continue
-		}
-		placed[id] = true
-		if err := pub.publish(ctx, subj, id, seq, data); err != nil {
-			return err
-		}
-		rep.FromLog++
-		rep.Appended++
-		m.update(pub.next-rep.OriginFirstSeq, "", false)
-	}
-	if err := pub.wait(ctx); err != nil {
 		return err
 	}
-	m.update(pub.next-rep.OriginFirstSeq, "", true)
+	rep.PlacedThrough = pub.landed
+	m.update(pub.next-first, "", true)
 	s, err := js.Stream(ctx, origin)
 	if err != nil {
 		return fmt.Errorf("ops: reseed streams: %w", err)
 	}
 	for _, seq := range gapSeqs {
-		// One below from was placed by an interrupted run, which may have
-		// deleted it already.
-		if err := s.DeleteMsg(ctx, seq); err != nil && seq >= from {
+		if err := s.DeleteMsg(ctx, seq); err != nil {
 			return fmt.Errorf("ops: reseed streams: delete placeholder %d: %w", seq, err)
 		}
 	}
-	rep.Placeholders = uint64(len(gapSeqs))
 	if rep.LogLast >= rep.LogFirst && rep.LogLast > 0 {
 		if err := l.SetCheckpoint(eventlog.DefaultShipperCheckpoint, rep.LogLast); err != nil {
 			return fmt.Errorf("ops: reseed streams: shipper checkpoint: %w", err)
@@ -347,12 +436,20 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 	return nil
 }
 
+// settleTimeout bounds waiting for the publishes in flight when a re-fill
+// stops.
+const settleTimeout = 30 * time.Second
+
 // placer publishes messages that must land at consecutive sequences from
 // next, a bounded window of async publishes, and checks that each did.
+// Each carries the sequence it must follow (Nats-Expected-Last-Sequence),
+// so that the server refuses it rather than store it elsewhere when the
+// stream is not where the placement is (another publisher, an earlier
+// run's message landing late).
 type placer struct {
 	js      jetstream.JetStream
 	next    uint64
-	from    uint64 // positions below it are in place already (a resumed re-fill)
+	landed  uint64 // every sequence up to it is acknowledged in place
 	futures []placed
 }
 
@@ -361,21 +458,19 @@ type placed struct {
 	seq uint64
 }
 
-func newPlacer(js jetstream.JetStream, first, from uint64) (*placer, error) {
+func newPlacer(js jetstream.JetStream, from uint64) (*placer, error) {
 	pjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncMaxPending(republishWindow))
 	if err != nil {
 		return nil, fmt.Errorf("ops: republish: %w", err)
 	}
-	return &placer{js: pjs, next: first, from: from}, nil
+	return &placer{js: pjs, next: from, landed: from - 1}, nil
 }
 
+// publish sends the message for sequence next; it stops (before sending)
+// once ctx ends.
 func (p *placer) publish(ctx context.Context, subject, msgID string, seq uint64, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
-	}
-	if p.next < p.from {
-		p.next++
-		return nil
 	}
 	if len(p.futures) >= republishWindow {
 		if err := p.wait(ctx); err != nil {
@@ -389,6 +484,7 @@ func (p *placer) publish(ctx context.Context, subject, msgID string, seq uint64,
 	if seq > 0 {
 		msg.Header.Set(eventlog.SeqHeader, strconv.FormatUint(seq, 10))
 	}
+	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.next-1, 10))
 	f, err := p.js.PublishMsgAsync(msg)
 	if err != nil {
 		return fmt.Errorf("ops: republish %s: %w", subject, err)
@@ -398,22 +494,60 @@ func (p *placer) publish(ctx context.Context, subject, msgID string, seq uint64,
 	return nil
 }
 
+// wait waits for the acks of the publishes in flight, in order.
 func (p *placer) wait(ctx context.Context) error {
-	for _, pl := range p.futures {
+	for len(p.futures) > 0 {
+		pl := p.futures[0]
 		select {
 		case ack := <-pl.f.Ok():
-			if ack.Duplicate || ack.Sequence != pl.seq {
-				return fmt.Errorf("ops: reseed streams: %s landed at sequence %d (duplicate %v), want %d: the origin's numbering would differ from the lost one's; run again with Force",
-					pl.f.Msg().Subject, ack.Sequence, ack.Duplicate, pl.seq)
+			p.futures = p.futures[1:]
+			if err := p.check(pl, ack); err != nil {
+				return err
 			}
 		case err := <-pl.f.Err():
+			p.futures = p.futures[1:]
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+				return fmt.Errorf("ops: reseed streams: %s for sequence %d: the origin holds messages the re-fill did not place (is a node running against it?): %w", pl.f.Msg().Subject, pl.seq, err)
+			}
 			return fmt.Errorf("ops: republish %s: %w", pl.f.Msg().Subject, err)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	p.futures = p.futures[:0]
+	p.futures = nil
 	return nil
+}
+
+func (p *placer) check(pl placed, ack *jetstream.PubAck) error {
+	if ack.Duplicate || ack.Sequence != pl.seq {
+		return fmt.Errorf("ops: reseed streams: %s landed at sequence %d (duplicate %v), want %d: the origin's numbering would differ from the lost one's; run again with Force",
+			pl.f.Msg().Subject, ack.Sequence, ack.Duplicate, pl.seq)
+	}
+	if pl.seq == p.landed+1 {
+		p.landed = pl.seq
+	}
+	return nil
+}
+
+// settle waits, at most d, for the outcome of the publishes still in
+// flight, so that the stream no longer changes; it reports whether all
+// were settled.
+func (p *placer) settle(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for len(p.futures) > 0 {
+		pl := p.futures[0]
+		select {
+		case ack := <-pl.f.Ok():
+			_ = p.check(pl, ack)
+		case <-pl.f.Err():
+		case <-t.C:
+			return false
+		}
+		p.futures = p.futures[1:]
+	}
+	return true
 }
 
 func (p *placer) close() { p.js.CleanupPublisher() }

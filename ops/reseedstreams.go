@@ -38,7 +38,11 @@ import (
 //     hold, so nothing crosses a zone here either); a sequence no inbox
 //     held gets a placeholder on a subject no inbox sources, deleted
 //     afterwards; then the log's records no inbox held follow, in log
-//     order; the shipper's checkpoint moves to the log's end;
+//     order; the shipper's checkpoint moves to the log's end. Each message
+//     is published expecting the stream's last sequence to be the one
+//     before it, so nothing lands out of place. An interrupted re-fill
+//     leaves the stream's beginning in place; run with Force, the re-fill
+//     checks it and continues after its last message;
 //  4. rewinds the read model to inbox sequence 0 (projector.ResetInbox):
 //     the node then applies the new inbox from its start, and merges are
 //     idempotent, so the model keeps what it has and gains nothing twice.
@@ -127,8 +131,16 @@ type ReseedStreamsReport struct {
 	Placeholders uint64 `json:"placeholders"`
 	Appended     uint64 `json:"appended"`
 	// Resumed: the origin held an interrupted re-fill, continued after its
-	// last message.
-	Resumed bool `json:"resumed,omitempty"`
+	// last message, at ResumedAt; AlreadyPlaced counts the records it held
+	// (checked against the other inboxes; FromLog, Republished and
+	// Appended count only what this run placed).
+	Resumed       bool   `json:"resumed,omitempty"`
+	ResumedAt     uint64 `json:"resumed_at,omitempty"`
+	AlreadyPlaced uint64 `json:"already_placed,omitempty"`
+	// PlacedThrough is the origin's last sequence the re-fill placed: its
+	// end, or where an interrupted one stopped (every sequence from
+	// OriginFirstSeq to it is in place).
+	PlacedThrough uint64 `json:"placed_through"`
 	// Continued says where each other region's inbox source of the origin
 	// continues; NotContinued lists regions whose inbox config could not be
 	// updated (NATS may restart their sources from the origin's start).
@@ -141,10 +153,21 @@ type ReseedStreamsReport struct {
 }
 
 // ReseedStreams recreates and re-fills a region's streams; see above.
+// Stopped by ctx, it returns an error wrapping ErrInterrupted and ctx's
+// error, with the stream left as the report says (PlacedThrough): run it
+// again, with Force once the origin holds messages, to resume.
 func ReseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreamsReport, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	rep, err := reseedStreams(ctx, cfg)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
+		err = fmt.Errorf("%w: %w", ErrInterrupted, err)
+	}
+	return rep, err
+}
+
+func reseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreamsReport, error) {
 	start := time.Now()
 	rp, _ := cfg.Plan.Region(cfg.Region)
 	js := cfg.JS[cfg.Region]
@@ -185,7 +208,9 @@ func ReseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreams
 	if err != nil {
 		return rep, err
 	}
-	rep.Resumed = from > rep.OriginFirstSeq
+	if rep.Resumed = from > rep.OriginFirstSeq; rep.Resumed {
+		rep.ResumedAt = from
+	}
 	prov, err := region.Provision(ctx, cfg.Plan, map[string]jetstream.JetStream{cfg.Region: js}, region.ProvisionOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("ops: reseed streams: provision: %w", err)
