@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -182,20 +181,7 @@ func TestOpsReseedStreams(t *testing.T) {
 	// sourced twice would be stored twice (with the default 2 min window a
 	// test this short could not tell).
 	for o := range heldBefore {
-		st, err := jss[o].Stream(ctx, region.InboxStream(o))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := st.CachedInfo().Config
-		cfg.Duplicates = 100 * time.Millisecond
-		for k := range cfg.Metadata {
-			if strings.HasPrefix(k, "_nats.") {
-				delete(cfg.Metadata, k)
-			}
-		}
-		if _, err := jss[o].UpdateStream(ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
+		opsShortDuplicates(t, ctx, jss[o], region.InboxStream(o))
 	}
 	trimBelow := n.Log().LastSeq() / 2
 	if err := n.Log().Trim(trimBelow); err != nil {
