@@ -93,7 +93,7 @@ func (c *ReseedStreamsConfig) collectHeld(ctx context.Context, rep *ReseedStream
 				return nil
 			}
 			hc := &heldCopy{logSeq: sm.OriginSeq, subject: sm.Subject, msgID: sm.MsgID, region: other}
-			if sm.OriginSeq < rep.LogFirst {
+			if !rep.inLog(sm.OriginSeq) {
 				hc.data = sm.Data
 				n++
 			}
@@ -116,7 +116,7 @@ func (c *ReseedStreamsConfig) collectHeld(ctx context.Context, rep *ReseedStream
 	m.update(uint64(len(others)), "", true)
 	var have []uint64
 	for s := range h.logSeqs {
-		if s < rep.LogFirst {
+		if !rep.inLog(s) {
 			have = append(have, s)
 		}
 	}
@@ -124,6 +124,11 @@ func (c *ReseedStreamsConfig) collectHeld(ctx context.Context, rep *ReseedStream
 	rep.HistorySeqs = toRanges(have)
 	if rep.LogFirst > 1 {
 		rep.Lost = gaps(have, 1, rep.LogFirst-1)
+	}
+	if k := len(have); k > 0 && have[k-1] > rep.LogLast {
+		// The log ends before what the inboxes hold (it is new, or
+		// older than they are).
+		rep.Lost = append(rep.Lost, gaps(have, rep.LogLast+1, have[k-1])...)
 	}
 	return h, nil
 }
@@ -356,7 +361,7 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 			}
 			hc := h.byOldSeq[old]
 			subj, id, data := hc.subject, hc.msgID, hc.data
-			if hc.logSeq >= rep.LogFirst {
+			if rep.inLog(hc.logSeq) {
 				ls, lid, ldata, err := fromLog(hc.logSeq)
 				if err != nil {
 					return fmt.Errorf("ops: reseed streams: log record %d: %w", hc.logSeq, err)
@@ -377,7 +382,7 @@ func (c *ReseedStreamsConfig) refill(ctx context.Context, rep *ReseedStreamsRepo
 			if err := pub.publish(ctx, subj, id, hc.logSeq, data); err != nil {
 				return err
 			}
-			if hc.logSeq >= rep.LogFirst {
+			if rep.inLog(hc.logSeq) {
 				rep.FromLog++
 			} else {
 				rep.Republished++

@@ -56,7 +56,9 @@ import (
 //
 // Lost is the region's history that is in neither the log nor another
 // region's inbox: RESIDENT parts of a zone no other region belongs to,
-// older than the log's first record.
+// older than the log's first record (or newer than its last, when the log
+// is new or older than the inboxes: then the re-fill takes every record
+// from them).
 
 // ReseedStreamsConfig configures ReseedStreams.
 type ReseedStreamsConfig struct {
@@ -112,15 +114,17 @@ type ReseedStreamsReport struct {
 	LogFirst uint64 `json:"log_first"`
 	LogLast  uint64 `json:"log_last"`
 	FromLog  uint64 `json:"from_log"`
-	// History below the log's first record, copied from other regions'
-	// inboxes (per region), and its sequences.
+	// History not in the log (below its first record, or past its last
+	// when the log is new), copied from other regions' inboxes (per
+	// region), and its sequences.
 	FromInboxes  map[string]uint64 `json:"from_inboxes"`
 	HistorySeqs  []SeqRange        `json:"history_seqs"`
 	Unreachable  []string          `json:"unreachable_regions,omitempty"`
 	Republished  uint64            `json:"republished"`
 	DuplicateAck uint64            `json:"duplicate_acks"`
-	// Lost: sequences below the log's first record found in no inbox (or
-	// never used: an earlier sequence floor's jump).
+	// Lost: sequences not in the log (below its first record, or up to
+	// the last an inbox holds past its last) found in no inbox (or never
+	// used: an earlier sequence floor's jump).
 	Lost []SeqRange `json:"lost"`
 	// OriginFirstSeq is the recreated origin stream's first sequence: the
 	// lost one's (the lowest any inbox had sourced).
@@ -198,6 +202,9 @@ func reseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreams
 	if err != nil {
 		return rep, err
 	}
+	if rep.LogLast == 0 && len(held.byOldSeq) > 0 {
+		cfg.Logger.Warn("reseed streams: the log is new: the origin is re-filled from the other inboxes alone; re-seed the log from it (reseed log) before the node starts, or its new records would reuse sequences", "region", cfg.Region)
+	}
 	if err := cfg.pinOtherSources(ctx, rep, rp.Origin.Name); err != nil {
 		return rep, err
 	}
@@ -233,6 +240,11 @@ func reseedStreams(ctx context.Context, cfg ReseedStreamsConfig) (*ReseedStreams
 	rep.Duration = time.Since(start)
 	cfg.Logger.Info("reseed streams done", "region", cfg.Region, "from_log", rep.FromLog, "republished", rep.Republished, "lost", RangesLen(rep.Lost))
 	return rep, nil
+}
+
+// inLog says whether the log holds the record of sequence seq.
+func (r *ReseedStreamsReport) inLog(seq uint64) bool {
+	return seq >= r.LogFirst && seq <= r.LogLast
 }
 
 func (c *ReseedStreamsConfig) zoneOf(r string) string {
