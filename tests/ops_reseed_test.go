@@ -384,3 +384,121 @@ func opsScanIDs(ctx context.Context, js jetstream.JetStream, stream, filter stri
 		}
 	}
 }
+
+// TestOpsReseedStreamsWithoutLog loses a region's whole data directory and
+// its JetStream store: its streams are re-seeded from the other regions'
+// inboxes alone (the log is new and empty), then its log from the
+// re-filled origin, and the node starts again.
+func TestOpsReseedStreamsWithoutLog(t *testing.T) {
+	c := opsStartCluster(t)
+	ctx := opsCtx(t, 150*time.Second)
+	d := opsDeployment(t, c)
+	const r = euWest
+	origin := region.OriginStream(r)
+	ids := opsCreate(t, ctx, c, 12, "nolog")
+	opsWaitConverged(t, ctx, d, len(ids))
+	n := c.Node(r)
+	opsEventually(t, 30*time.Second, "eu-west shipped its log", func() (bool, string) {
+		st := n.Status()
+		return st.Shipper != nil && st.Shipper.Backlog == 0, opsReport(st.Shipper)
+	})
+	nodeID := n.ID()
+	conns := d.Connect()
+	defer conns.Close()
+	jss := map[string]jetstream.JetStream{}
+	for _, name := range allRegions {
+		js, err := conns.JS(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jss[name] = js
+	}
+	if err := c.StopNode(r); err != nil {
+		t.Fatal(err)
+	}
+	store := c.Embedded.Server(r).StoreDir()
+	if err := c.Embedded.StopRegion(r); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{store, c.NodeDir(r)} {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Embedded.StartRegion(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// eu-central, in eu-west's zone, holds all of it.
+	heads, _, err := opsHeads(ctx, jss[euCentral], region.InboxStream(euCentral), region.OriginSubjects(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64]opsHead{}
+	var lastLog uint64
+	for _, h := range heads {
+		want[h.SrcSeq] = h
+		lastLog = max(lastLog, h.LogSeq)
+	}
+
+	plan, err := region.Compile(c.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ops.ReseedStreams(ctx, ops.ReseedStreamsConfig{Plan: plan, Region: r, DataDir: c.NodeDir(r), JS: jss})
+	if err != nil {
+		t.Fatalf("reseed streams: %v", err)
+	}
+	t.Logf("reseed streams: %+v", rep)
+	if rep.LogLast != 0 || rep.FromLog != 0 || rep.Republished != uint64(len(want)) || ops.RangesLen(rep.HistorySeqs) != lastLog || len(rep.Lost) != 0 {
+		t.Errorf("log %d-%d: %d records from the log, %d from the inboxes (history %v, lost %v); want all %d from the inboxes, up to log sequence %d",
+			rep.LogFirst, rep.LogLast, rep.FromLog, rep.Republished, rep.HistorySeqs, rep.Lost, len(want), lastLog)
+	}
+	got, state, err := opsHeads(ctx, jss[r], origin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || state.NumDeleted != int(rep.Placeholders) {
+		t.Errorf("origin holds %d messages (%d deleted), want %d (%d placeholders)", len(got), state.NumDeleted, len(want), rep.Placeholders)
+	}
+	for _, h := range got {
+		if w, ok := want[h.Seq]; !ok || w.ID != h.ID || w.LogSeq != h.LogSeq {
+			t.Errorf("origin sequence %d holds %+v, want %+v", h.Seq, h, w)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	lrep, err := ops.ReseedLog(ctx, ops.ReseedLogConfig{Region: r, JS: jss[r], DataDir: c.NodeDir(r), LastKnownSeq: lastLog})
+	if err != nil {
+		t.Fatalf("reseed log: %v", err)
+	}
+	if lrep.Last != lastLog || len(lrep.Missing) != 0 || lrep.NodeID != nodeID {
+		t.Fatalf("reseed log: up to %d, missing %v, node %s; want up to %d, node %s", lrep.Last, lrep.Missing, lrep.NodeID, lastLog, nodeID)
+	}
+	if err := c.StartNode(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Node(r).WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	more := opsCreate(t, ctx, c, 6, "after")
+	opsWaitConverged(t, ctx, d, len(ids)+len(more))
+	got, _, err = opsHeads(ctx, jss[r], origin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newer int
+	for _, h := range got {
+		if _, ok := want[h.Seq]; ok {
+			continue
+		}
+		if h.Seq <= state.LastSeq || h.LogSeq <= lastLog {
+			t.Errorf("new record %s at %s sequence %d, log sequence %d: reuses a number", h.ID, origin, h.Seq, h.LogSeq)
+		}
+		newer++
+	}
+	if newer == 0 {
+		t.Errorf("no new record in %s", origin)
+	}
+}
