@@ -2,7 +2,9 @@ package eventlog
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,8 +62,14 @@ type request struct {
 
 var requestPool = sync.Pool{New: func() any { return &request{done: make(chan struct{}, 1)} }}
 
-// committerState is owned by the committer goroutine.
+// committerState is owned by the committer goroutine, but for wakeAt.
 type committerState struct {
+	// wakeAt, while the committer gathers, is the count of enqueued
+	// appends at which it wants to be woken; an append that leaves
+	// Log.enqueued below it does not wake it (0: every request does).
+	// Appenders read it.
+	wakeAt atomic.Uint64
+
 	next    uint64 // next sequence to assign
 	floor   uint64
 	trimmed uint64
@@ -166,21 +174,31 @@ func (l *Log) submit(ctx context.Context, r *request) (uint64, error) {
 		return 0, ErrClosed
 	}
 	l.queue.reqs = append(l.queue.reqs, r)
+	wake := true
 	if r.kind == kindAppend {
-		l.enqueued.Add(1)
+		// Read after the increment: either this append sees the
+		// threshold the committer set or the committer, which sets it
+		// before it reads enqueued, sees this append (gather).
+		wake = l.enqueued.Add(1) >= l.c.wakeAt.Load()
 	}
 	l.queue.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(statePending, stateCancelled) {
-			return 0, ctx.Err()
+	if wake {
+		select {
+		case l.wake <- struct{}{}:
+		default:
 		}
-		<-r.done
+	}
+	if cancel := ctx.Done(); cancel == nil {
+		<-r.done // nothing can withdraw it: no select
+	} else {
+		select {
+		case <-r.done:
+		case <-cancel:
+			if r.state.CompareAndSwap(statePending, stateCancelled) {
+				return 0, ctx.Err()
+			}
+			<-r.done
+		}
 	}
 	first, err := r.first, r.err
 	release(r)
@@ -258,7 +276,14 @@ func (l *Log) gather(cur *flight, delay *time.Timer, done <-chan struct{}) (*fli
 		return cur, done
 	}
 	target := l.wokeAt.Load() + woke
+	// Woken once, by the append that completes the group (or by the
+	// timer), rather than by each append: the committer then claims them
+	// in one fill instead of running, and taking a core from the callers
+	// still on their way, once per append.
+	l.c.wakeAt.Store(target)
+	defer l.c.wakeAt.Store(0)
 	if l.enqueued.Load() >= target {
+		cur, _ = l.fill(cur)
 		return cur, done
 	}
 	delay.Reset(commitDelayFor(l.opts.CommitDelay, woke))
@@ -376,7 +401,7 @@ func (l *Log) encode(f *flight, r *request) {
 			s := seq + uint64(i)
 			op := f.b.SetDeferred(recordKeyLen, valueHeaderLen+len(d))
 			putRecordKey(op.Key, s)
-			putRecordValue(op.Value, s, d)
+			putRecordValueKeyed(op.Value, op.Key, d)
 			_ = op.Finish() // only fails for indexed batches
 			f.bytes += len(d)
 		}
@@ -412,6 +437,17 @@ func (l *Log) encode(f *flight, r *request) {
 		l.trim(f, r.seq)
 	}
 	f.reqs = append(f.reqs, r)
+}
+
+// putRecordValueKeyed is putRecordValue for a record whose key (prefix,
+// then the sequence, big-endian) is already in the batch: the checksum
+// reads the sequence from there, so no sequence buffer escapes to the heap
+// through crc32's table dispatch (an allocation per record).
+func putRecordValueKeyed(dst, key, data []byte) {
+	dst[0] = valueFormat
+	crc := crc32.Update(crc32.Checksum(key[1:recordKeyLen], castagnoli), castagnoli, data)
+	binary.BigEndian.PutUint32(dst[1:valueHeaderLen], crc)
+	copy(dst[valueHeaderLen:], data)
 }
 
 func (l *Log) stamp(seq uint64, rec []byte) (out []byte, err error) {

@@ -36,11 +36,14 @@ func BenchmarkWriterAppend(b *testing.B) {
 		}
 	}
 	b.Run("raw-pebble-sync/goroutines=64", func(b *testing.B) {
+		cpu0 := cpuTime()
 		perSec, err := eventlog.BenchRawPebbleSync(b.TempDir(), 64, b.N, 256)
+		cpu := cpuTime() - cpu0
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(perSec, "commits/s")
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/op")
 	})
 }
 
@@ -68,6 +71,7 @@ func benchWriter(b *testing.B, kind string, writers int) {
 	lat := make([][]time.Duration, writers)
 	b.ReportAllocs()
 	b.ResetTimer()
+	m0 := e.log.Metrics()
 	start, cpu0 := time.Now(), cpuTime()
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -101,6 +105,9 @@ func benchWriter(b *testing.B, kind string, writers int) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(len(all)), "cpu-us/op")
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	if m := e.log.Metrics(); m.Fsyncs > m0.Fsyncs {
+		b.ReportMetric(float64(m.Appends-m0.Appends)/float64(m.Fsyncs-m0.Fsyncs), "appends/fsync")
+	}
 }
 
 // benchName and benchLocale pad event=bench's records to about 256 bytes
