@@ -56,15 +56,19 @@ func BenchmarkBuildRecords(b *testing.B) {
 		b.Run("event="+kind, func(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {
-				p, err := w.prepare(ev)
-				if err != nil {
+				// As Append does for one event.
+				o := new(one)
+				o.preps[0] = &o.prep
+				p := &o.prep
+				if err := w.prepare(p, ev); err != nil {
 					b.Fatal(err)
 				}
-				bt := w.newBatch([]*prepared{p})
+				bt := w.newBatch(o.preps[:], o)
 				if err := bt.add(p); err != nil {
 					b.Fatal(err)
 				}
-				_ = w.result(1, bt.ids, bt.zones)
+				p.releaseScratch()
+				w.resultInto(&o.res, o.token[:], 1, bt.ids, bt.zones)
 			}
 		})
 	}

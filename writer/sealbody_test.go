@@ -106,11 +106,11 @@ func TestRecordsSizedExactly(t *testing.T) {
 		{IdentityId: id, HomeRegion: "eu-west", Body: &meridianv1.Event_LoginFailed{LoginFailed: &meridianv1.LoginFailed{}}},
 		{IdentityId: id, HomeRegion: "eu-west", Body: &meridianv1.Event_EmailVerified{EmailVerified: &meridianv1.EmailVerified{Email: "A@example.org"}}},
 	} {
-		p, perr := w.prepare(ev)
-		if perr != nil {
+		p := new(prepared)
+		if perr := w.prepare(p, ev); perr != nil {
 			t.Fatal(perr)
 		}
-		b := w.newBatch([]*prepared{p})
+		b := w.newBatch([]*prepared{p}, nil)
 		if err := b.fetchKeys([]*prepared{p}); err != nil {
 			t.Fatal(err)
 		}

@@ -29,7 +29,7 @@ func encodeToken(region, node string, seqs map[string]uint64) string {
 	for z, seq := range seqs {
 		zs = append(zs, zoneSeq{z, seq})
 	}
-	return encodeZoneSeqs(region, node, zs)
+	return encodeZoneSeqs(nil, region, node, zs)
 }
 
 // zoneSeq is one entry of a token's sequences.
@@ -38,9 +38,15 @@ type zoneSeq struct {
 	seq  uint64
 }
 
+// tokenRoom is the room for a token in a one-event append's allocation:
+// enough for two zones and region and node names of a few dozen
+// characters; a longer token gets its own.
+const tokenRoom = 128
+
 // encodeZoneSeqs is encodeToken of the entries zs (distinct zones; sorted
-// here, in place).
-func encodeZoneSeqs(region, node string, zs []zoneSeq) string {
+// here, in place), written into dst if it fits; dst must not be written
+// again.
+func encodeZoneSeqs(dst []byte, region, node string, zs []zoneSeq) string {
 	var buf [128]byte
 	b := buf[:0]
 	b = appendString(b, 1, region)
@@ -57,9 +63,14 @@ func encodeZoneSeqs(region, node string, zs []zoneSeq) string {
 		b = protowire.AppendTag(b, 2, protowire.VarintType)
 		b = protowire.AppendVarint(b, seq)
 	}
-	// One allocation: the encoded bytes become the string (never written
-	// again), instead of EncodeToString's buffer and its copy.
-	out := make([]byte, base64.RawURLEncoding.EncodedLen(len(b)))
+	// The encoded bytes become the string (never written again), instead
+	// of EncodeToString's buffer and its copy.
+	n := base64.RawURLEncoding.EncodedLen(len(b))
+	out := dst[:0]
+	if len(dst) < n {
+		out = make([]byte, n)
+	}
+	out = out[:n]
 	base64.RawURLEncoding.Encode(out, b)
 	return unsafe.String(unsafe.SliceData(out), len(out))
 }

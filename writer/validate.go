@@ -23,6 +23,53 @@ type prepared struct {
 	parts    parts
 	size     int
 	proposed conflict.Timestamp // client-proposed HLC, 0 if none
+	// scratch holds the parts and, after them, the event's records
+	// (batch.add); it goes back to scratchPool once the log has the
+	// records (releaseScratch).
+	scratch *[]byte
+}
+
+// scratchPool holds the buffers an event's split parts and records are
+// written into (*[]byte): both are dead once the log has copied the
+// records into its batch, so each append reuses one instead of allocating
+// two (about 2 KB of garbage per event otherwise). Buffers that grew past
+// scratchPoolMax (a large event) are left to the GC.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, scratchPoolSize); return &b }}
+
+const (
+	scratchPoolSize = 4 << 10
+	scratchPoolMax  = 64 << 10
+	// recordsRoom is what batch.add needs beyond the body's length for an
+	// event's records (two envelopes, the sealed field's framing, the
+	// sequence's room, the resident record id), with a margin; only the
+	// size of a fresh scratch buffer depends on it.
+	recordsRoom = 1024
+)
+
+// scratchFor returns a buffer of at least n bytes of capacity from
+// scratchPool.
+func scratchFor(n int) *[]byte {
+	bp := scratchPool.Get().(*[]byte)
+	if cap(*bp) < n {
+		*bp = make([]byte, 0, n)
+	}
+	return bp
+}
+
+// releaseScratch clears what p wrote into its scratch buffer (the plaintext
+// of the RESIDENT part among it: nothing personal is left in pooled memory)
+// and returns it to scratchPool. p must not be used afterwards.
+func (p *prepared) releaseScratch() {
+	bp := p.scratch
+	if bp == nil {
+		return
+	}
+	p.scratch, p.parts = nil, parts{}
+	if b := *bp; cap(b) <= scratchPoolMax {
+		clear(b) // what was written lies below len: the parts, then the records
+		*bp = b[:0]
+		scratchPool.Put(bp)
+	}
 }
 
 // marshalEvent is the one encoding of the caller's event: its length is the
@@ -38,10 +85,10 @@ var encPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b 
 const encPoolMax = 64 << 10
 
 // prepare checks one event against every rule, in the order a client would
-// fix them, and splits its body. It does not modify ev.
-func (w *Writer) prepare(ev *meridianv1.Event) (*prepared, *Error) {
+// fix them, and splits its body into p. It does not modify ev.
+func (w *Writer) prepare(p *prepared, ev *meridianv1.Event) *Error {
 	if ev == nil {
-		return nil, invalidf("", "event is null")
+		return invalidf("", "event is null")
 	}
 	bp := encPool.Get().(*[]byte)
 	enc, err := marshalEvent.MarshalAppend((*bp)[:0], ev)
@@ -52,44 +99,44 @@ func (w *Writer) prepare(ev *meridianv1.Event) (*prepared, *Error) {
 		}
 	}()
 	if err != nil {
-		return nil, invalidf("", "event cannot be encoded: %v", err)
+		return invalidf("", "event cannot be encoded: %v", err)
 	}
 	if len(enc) > w.cfg.MaxEventBytes {
-		return nil, tooLargef("", "event is %d bytes encoded; the limit is %d (MaxEventBytes)", len(enc), w.cfg.MaxEventBytes)
+		return tooLargef("", "event is %d bytes encoded; the limit is %d (MaxEventBytes)", len(enc), w.cfg.MaxEventBytes)
 	}
 	if err := checkUUID("identity_id", ev.IdentityId, false); err != nil {
-		return nil, err
+		return err
 	}
 	if ev.EventId != "" {
 		if err := checkUUID("event_id", ev.EventId, true); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := checkServerSet(ev); err != nil {
-		return nil, err
+		return err
 	}
 
 	num, body, unknown, ok := bodyBytes(enc, w.plans)
 	switch {
 	case !ok:
-		return nil, invalidf("", "event encoding is malformed")
+		return invalidf("", "event encoding is malformed")
 	case unknown != 0:
-		return nil, invalidf("body", "unknown field number %d: not an event type or envelope field of this schema", unknown)
+		return invalidf("body", "unknown field number %d: not an event type or envelope field of this schema", unknown)
 	case num == 0:
-		return nil, invalidf("body", "required: exactly one event type (identity_created, traits_updated, ...)")
+		return invalidf("body", "required: exactly one event type (identity_created, traits_updated, ...)")
 	}
 	plan := w.plans.of(num)
 	if !plan.allowed {
-		return nil, invalidf(plan.name, "%s events are written by meridian itself, not accepted from clients", plan.name)
+		return invalidf(plan.name, "%s events are written by meridian itself, not accepted from clients", plan.name)
 	}
 
 	home, herr := bodyHomeRegion(ev)
 	if herr != nil {
-		return nil, herr
+		return herr
 	}
 	zone, ok := w.cfg.Topology.ZoneOf(home)
 	if !ok {
-		return nil, invalidf("home_region", "%q is not a region of the topology", home)
+		return invalidf("home_region", "%q is not a region of the topology", home)
 	}
 
 	var proposed conflict.Timestamp
@@ -97,38 +144,40 @@ func (w *Writer) prepare(ev *meridianv1.Event) (*prepared, *Error) {
 		proposed = conflict.Timestamp(ev.Hlc)
 		now := w.cfg.Now()
 		if ahead := proposed.Physical() - now; ahead > w.cfg.MaxDrift.Milliseconds() {
-			return nil, invalidf("hlc", "proposed HLC is %d ms ahead of this node's clock; at most %s allowed (MaxDrift)", ahead, w.cfg.MaxDrift)
+			return invalidf("hlc", "proposed HLC is %d ms ahead of this node's clock; at most %s allowed (MaxDrift)", ahead, w.cfg.MaxDrift)
 		}
 	}
 
 	if err := checkBody(ev); err != nil {
-		return nil, err
+		return err
 	}
 
-	p := &prepared{ev: ev, plan: plan, home: home, zone: zone, size: len(enc), proposed: proposed}
-	// The three outputs share one allocation; each is capped, so an output
-	// that outgrows its share moves instead of running into the next.
+	*p = prepared{ev: ev, plan: plan, home: home, zone: zone, size: len(enc), proposed: proposed}
+	// The three outputs share the scratch buffer, and the records follow
+	// them there (batch.add); each output is capped, so one that outgrows
+	// its share moves instead of running into the next.
+	g, r, k := len(body)+derivedRoom, 0, 0
 	if plan.split.resident {
-		g, r := len(body)+derivedRoom, len(body)+16
-		buf := make([]byte, g+r+32)
-		p.parts.global, p.parts.resident, p.parts.keys = buf[:0:g], buf[g:g:g+r], buf[g+r:g+r]
-	} else {
-		p.parts.global = make([]byte, 0, len(body)+derivedRoom)
+		r, k = len(body)+16, 32
 	}
+	p.scratch = scratchFor(g + r + k + len(body) + recordsRoom)
+	buf := (*p.scratch)[:g+r+k]
+	p.parts.global, p.parts.resident, p.parts.keys = buf[:0:g], buf[g:g:g+r], buf[g+r:g+r:g+r+k]
+	*p.scratch = buf
 	if uerr := plan.split.split(body, &p.parts); uerr != nil {
 		if uerr.err != nil {
-			return nil, invalidf(joinPath(plan.name, uerr.path), "%v", uerr.err)
+			return invalidf(joinPath(plan.name, uerr.path), "%v", uerr.err)
 		}
-		return nil, invalidf(joinPath(plan.name, uerr.path), "unknown field number %d: not a field of this schema", uerr.num)
+		return invalidf(joinPath(plan.name, uerr.path), "unknown field number %d: not a field of this schema", uerr.num)
 	}
 	if p.parts.hasResident && zone != w.zone {
 		e := newError(ErrWrongRegion, CodeWrongRegion, http.StatusMisdirectedRequest, joinPath(plan.name, plan.split.firstResident(body)),
 			fmt.Sprintf("RESIDENT data of an identity in zone %q cannot be written in region %s (zone %q); send it to a region of its zone, such as its home region",
 				zone, w.cfg.Region, w.zone))
 		e.HomeRegion = home
-		return nil, e
+		return e
 	}
-	return p, nil
+	return nil
 }
 
 // checkUUID requires the canonical lower-case 36-character form, so that one

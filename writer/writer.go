@@ -114,15 +114,24 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 	case len(events) > w.cfg.MaxEvents:
 		return nil, tooLargef("events", "%d events in one request; the limit is %d (MaxEvents)", len(events), w.cfg.MaxEvents)
 	}
-	preps := make([]*prepared, len(events))
+	var o *one
+	var preps []*prepared
+	if len(events) == 1 {
+		o = new(one)
+		o.preps[0] = &o.prep
+		preps = o.preps[:]
+	} else {
+		preps = make([]*prepared, len(events))
+		for i := range preps {
+			preps[i] = new(prepared)
+		}
+	}
 	total := 0
 	for i, ev := range events {
-		p, err := w.prepare(ev)
-		if err != nil {
+		if err := w.prepare(preps[i], ev); err != nil {
 			return nil, err.at(i)
 		}
-		preps[i] = p
-		total += p.size
+		total += preps[i].size
 	}
 	if total > w.cfg.MaxRequestBytes {
 		return nil, tooLargef("events", "events total %d bytes encoded; the limit per request is %d (MaxRequestBytes)", total, w.cfg.MaxRequestBytes)
@@ -140,7 +149,7 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 		return nil, cerr
 	}
 
-	b := w.newBatch(preps)
+	b := w.newBatch(preps, o)
 	if err := b.fetchKeys(preps); err != nil {
 		claims.abort(ctx)
 		return nil, err
@@ -155,6 +164,11 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 		return nil, err
 	}
 	first, err := w.cfg.Log.Append(ctx, b.recs...)
+	// The log keeps nothing of the records once Append returns (it copied
+	// them into its batch, or never took them).
+	for _, p := range preps {
+		p.releaseScratch()
+	}
 	if err != nil {
 		claims.appendFailed(ctx, err)
 		return nil, logError(err)
@@ -167,7 +181,29 @@ func (w *Writer) append(ctx context.Context, events []*meridianv1.Event) (*Resul
 	w.stats.appends.Add(1)
 	w.stats.events.Add(uint64(len(events)))
 	w.stats.records.Add(uint64(len(b.recs)))
-	return w.result(first, b.ids, b.zones), nil
+	if o == nil {
+		return w.result(first, b.ids, b.zones), nil
+	}
+	res := &o.res
+	w.resultInto(res, o.token[:], first, b.ids, b.zones)
+	// The Result keeps o alive: drop what only the append needed (the
+	// caller's event, the records' slices, the data key).
+	o.prep, o.batch = prepared{}, oneEvent{}
+	return res, nil
+}
+
+// one backs a one-event Append, the common request, in a single
+// allocation: what its Result keeps (the Result, its EventIDs, a generated
+// event id's and the token's bytes) and what only the append uses (the
+// prepared event, the batch's slices), cleared before Append returns.
+type one struct {
+	res   Result
+	ids   [1]string
+	id    [uuidLen]byte
+	token [tokenRoom]byte
+	preps [1]*prepared
+	prep  prepared
+	batch oneEvent
 }
 
 func logError(err error) *Error {
@@ -200,6 +236,13 @@ func checkDuplicateIDs(events []*meridianv1.Event) *Error {
 }
 
 func (w *Writer) result(first uint64, ids []string, zones []string) *Result {
+	res := new(Result)
+	w.resultInto(res, nil, first, ids, zones)
+	return res
+}
+
+// resultInto fills res; the token is encoded into token if it fits.
+func (w *Writer) resultInto(res *Result, token []byte, first uint64, ids []string, zones []string) {
 	// The last sequence per zone (records are in sequence order), on the
 	// stack: a request's records name two zones or three.
 	var buf [4]zoneSeq
@@ -217,12 +260,12 @@ func (w *Writer) result(first uint64, ids []string, zones []string) *Result {
 	for _, e := range zs {
 		seqs[e.zone] = e.seq
 	}
-	return &Result{
+	*res = Result{
 		EventIDs:  ids,
 		First:     first,
 		Last:      first + uint64(len(zones)) - 1,
 		Sequences: seqs,
-		Token:     encodeZoneSeqs(w.cfg.Region, w.cfg.Node, zs),
+		Token:     encodeZoneSeqs(token, w.cfg.Region, w.cfg.Node, zs),
 	}
 }
 
@@ -256,13 +299,12 @@ func (w *Writer) AppendHeartbeat(ctx context.Context) (*Result, error) {
 	return w.result(first, []string{ev.EventId}, []string{GlobalZone}), nil
 }
 
-// newBatch makes the batch that builds the records of preps.
-func (w *Writer) newBatch(preps []*prepared) batch {
-	if len(preps) == 1 {
-		// The common request: one allocation for the batch's slices
-		// (not ids, which the Result keeps).
-		m := new(oneEvent)
-		return batch{w: w, recs: m.recs[:0], zones: m.zones[:0], ids: make([]string, 0, 1), hlcs: m.hlcs[:0], keys: m.keys[:0]}
+// newBatch makes the batch that builds the records of preps; o, if not nil,
+// backs a one-event request's slices.
+func (w *Writer) newBatch(preps []*prepared, o *one) batch {
+	if o != nil {
+		m := &o.batch
+		return batch{w: w, recs: m.recs[:0], zones: m.zones[:0], ids: o.ids[:0], idBuf: o.id[:], hlcs: m.hlcs[:0], keys: m.keys[:0]}
 	}
 	return batch{w: w,
 		recs:  make([][]byte, 0, 2*len(preps)),
@@ -278,6 +320,7 @@ type batch struct {
 	recs    [][]byte
 	zones   []string       // subject zone per record
 	ids     []string       // event ids per request event
+	idBuf   []byte         // room for the event ids the batch generates
 	hlcs    []uint64       // HLC stamped per request event (claims.go)
 	keys    []batchKey     // data keys used in this batch; most requests name one identity
 	keyIdx  map[string]int // index into keys, once there are many
@@ -306,11 +349,7 @@ func (b *batch) add(p *prepared) *Error {
 	ev := p.ev
 	id := ev.EventId
 	if id == "" {
-		u, err := uuid.NewV7()
-		if err != nil {
-			return unavailable("event id", err)
-		}
-		id = u.String()
+		id = b.newID()
 	}
 	b.ids = append(b.ids, id)
 	hlc := w.cfg.Clock.Now()
@@ -345,7 +384,14 @@ func (b *batch) add(p *prepared) *Error {
 	if p.parts.hasResident {
 		ridSize = len(id) + len(":r")
 	}
-	buf := make([]byte, 0, gSize+rSize+ridSize)
+	// In the event's scratch buffer, after its parts, when it has room.
+	var buf []byte
+	if sp := p.scratch; sp != nil && cap(*sp)-len(*sp) >= gSize+rSize+ridSize {
+		buf = (*sp)[len(*sp):]
+		*sp = (*sp)[:len(*sp)+gSize+rSize+ridSize]
+	} else {
+		buf = make([]byte, 0, gSize+rSize+ridSize)
+	}
 	rec := buf[:0:gSize]
 	rec = appendEnvelope(rec, &env, meridianv1.Part_PART_GLOBAL)
 	rec = appendBody(rec, p.plan.num, p.parts.global, derived)
@@ -365,6 +411,18 @@ func (b *batch) add(p *prepared) *Error {
 	rec = appendBody(rec, p.plan.num, p.parts.keys)
 	b.pushRaw(rec, p.zone)
 	return nil
+}
+
+// newID generates an event id into the batch's room for them (a one-event
+// batch's is in its one; a larger batch makes room for all it may need).
+func (b *batch) newID() string {
+	if len(b.idBuf) < uuidLen {
+		b.idBuf = make([]byte, uuidLen*max(cap(b.ids)-len(b.ids), 1))
+	}
+	dst := b.idBuf[:uuidLen:uuidLen]
+	b.idBuf = b.idBuf[uuidLen:]
+	newEventID(dst)
+	return unsafe.String(unsafe.SliceData(dst), uuidLen)
 }
 
 // GCM's nonce and tag sizes (keystore seals with AES-256-GCM, standard
