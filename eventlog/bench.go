@@ -110,8 +110,15 @@ func BenchRawPebbleSync(dir string, goroutines, n, payload int) (perSec float64,
 }
 
 func openRawPebble(dir string) (*pebble.DB, error) {
-	return pebble.Open(dir, pebbleOptions(DefaultMemTableSize, DefaultCacheSize, vfs.Default))
+	o := Options{Dir: dir}
+	o.setDefaults()
+	return pebble.Open(dir, pebbleOptions(o, vfs.Default))
 }
+
+// BenchRawPebbleBudget is the Pebble memory budget (see
+// Options.PebbleBudget) of the database BenchRawPebbleSync opens: the log's
+// default settings.
+func BenchRawPebbleBudget() (cache, memTables int64) { return Options{}.PebbleBudget() }
 
 func runRawPebbleSync(db *pebble.DB, goroutines, n, payload int) (time.Duration, error) {
 	if err := checkBenchArgs("goroutines", goroutines, n, payload); err != nil {

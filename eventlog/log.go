@@ -82,7 +82,7 @@ func Open(opts Options) (*Log, error) {
 		return nil, err
 	}
 	fsyncs := new(atomic.Uint64)
-	db, err := pebble.Open(opts.Dir, pebbleOptions(opts.MemTableSize, opts.CacheSize, countingFS{FS: vfs.Default, n: fsyncs}))
+	db, err := pebble.Open(opts.Dir, pebbleOptions(opts, countingFS{FS: vfs.Default, n: fsyncs}))
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", opts.Dir, err)
 	}

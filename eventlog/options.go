@@ -33,12 +33,20 @@ const (
 	// expected back (see Options.CommitDelay); well under one fsync
 	// (about 250 µs on the reference machines).
 	DefaultCommitDelay = 100 * time.Microsecond
-	// DefaultMemTableSize is Pebble's memtable size for the log. Larger than
-	// Pebble's 4 MiB default so that bursts of appends rarely stall on
-	// flushes.
-	DefaultMemTableSize = 64 << 20
-	// DefaultCacheSize is the block cache for reads of flushed records.
-	DefaultCacheSize = 32 << 20
+	// DefaultMemTableSize is Pebble's memtable size for the log: the
+	// least that keeps DefaultMaxBatchBytes an ordinary memtable insert
+	// (a quarter of it). Larger than Pebble's 4 MiB default so that bursts
+	// of appends rarely stall on flushes; 64 MiB appended no faster here
+	// (BENCHMARKS.md, "Memory budget") and cost up to 128 MiB of memory
+	// outside the Go heap per log.
+	DefaultMemTableSize = 16 << 20
+	// DefaultCacheSize is the block cache for reads of flushed records,
+	// when the log has a cache of its own (Options.Cache not set).
+	DefaultCacheSize = 16 << 20
+	// MemTableStopWritesThreshold is how many memtables Pebble keeps at
+	// most (the one written and those queued for flushing) before it stalls
+	// writes: the log's memtables take at most this many MemTableSize.
+	MemTableStopWritesThreshold = 2
 	// DefaultRetentionKeep is the number of newest records retention keeps
 	// even when every checkpoint has passed them (about 25 MB of 256-byte
 	// records): a margin for re-shipping and for investigations.
@@ -93,10 +101,38 @@ type Options struct {
 	// Retention trims records every consumer has checkpointed past.
 	Retention Retention
 
-	// MemTableSize is Pebble's memtable size (default DefaultMemTableSize).
+	// MemTableSize is Pebble's memtable size (default DefaultMemTableSize;
+	// at least 1 MiB and 4 × MaxBatchBytes). Pebble allocates memtables
+	// outside the Go heap and keeps up to MemTableStopWritesThreshold of
+	// them.
 	MemTableSize uint64
-	// CacheSize is Pebble's block cache size (default DefaultCacheSize).
+	// Cache, if set, is a Pebble block cache shared with other databases
+	// (a node's log, read model and key store share one). Pebble counts
+	// the memtables of every database against the cache it is opened
+	// with, evicting blocks to make room for them, so the owner sizes it
+	// as the room for blocks plus every database's memtables budget (see
+	// PebbleBudget). The log takes its own reference; the caller keeps and
+	// releases (Unref) its own. CacheSize must then be 0.
+	Cache *pebble.Cache
+	// CacheSize is the room for blocks in the log's own block cache when
+	// Cache is not set (default DefaultCacheSize). The cache made is
+	// CacheSize plus the memtables' budget, since Pebble counts memtables
+	// against it.
 	CacheSize int64
+}
+
+// PebbleBudget is the memory, outside the Go heap, the log's Pebble may
+// take with these options (defaults applied): cache is the room for blocks
+// of its own block cache (0 when Options.Cache is shared: its owner counts
+// it), memTables MemTableStopWritesThreshold memtables. The log's own cache
+// is made of cache + memTables, which bounds both together.
+func (o Options) PebbleBudget() (cache, memTables int64) {
+	o.setDefaults()
+	memTables = MemTableStopWritesThreshold * int64(o.MemTableSize)
+	if o.Cache != nil {
+		return 0, memTables
+	}
+	return o.CacheSize, memTables
 }
 
 // Retention configures automatic trimming. The committer evaluates it with
@@ -136,7 +172,7 @@ func (o *Options) setDefaults() {
 	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
 	}
-	if o.CacheSize == 0 {
+	if o.CacheSize == 0 && o.Cache == nil {
 		o.CacheSize = DefaultCacheSize
 	}
 	if o.Retention.Keep == 0 {
@@ -170,24 +206,58 @@ func (o *Options) validate() error {
 		// Keeps every batch an ordinary memtable insert rather than a
 		// "large batch" that Pebble turns into its own flushable.
 		return argErr("Options.MaxBatchBytes", fmt.Sprintf("must be <= Options.MemTableSize/4 (%d), got %d", o.MemTableSize/4, o.MaxBatchBytes))
+	case o.MemTableSize >= 4<<30:
+		return argErr("Options.MemTableSize", fmt.Sprintf("must be < 4 GiB, got %d", o.MemTableSize))
 	case o.CacheSize < 0:
 		return argErr("Options.CacheSize", fmt.Sprintf("must be >= 0, got %d", o.CacheSize))
+	case o.Cache != nil && o.CacheSize != 0:
+		return argErr("Options.CacheSize", fmt.Sprintf("must be 0 when Options.Cache (a shared cache) is set, got %d", o.CacheSize))
 	}
 	return nil
 }
 
-// pebbleOptions are the Pebble settings of the log, shared with the raw
-// Pebble benchmark so that both are measured on the same engine settings.
-// The WAL stays on and every commit is synced: the WAL fsync is the
-// durability of an acknowledged append.
-func pebbleOptions(memTable uint64, cache int64, fs vfs.FS) *pebble.Options {
+// pebbleOptions are the Pebble settings of the log (o defaulted), shared
+// with the raw Pebble benchmark so that both are measured on the same
+// engine settings. The WAL stays on and every commit is synced: the WAL
+// fsync is the durability of an acknowledged append.
+func pebbleOptions(o Options, fs vfs.FS) *pebble.Options {
 	return &pebble.Options{
-		FS:                 fs,
-		MemTableSize:       memTable,
-		CacheSize:          cache,
-		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             quietLogger{},
+		FS:                          fs,
+		MemTableSize:                o.MemTableSize,
+		MemTableStopWritesThreshold: MemTableStopWritesThreshold,
+		Cache:                       o.Cache, // nil: Pebble makes one of CacheSize
+		CacheSize:                   o.CacheSize + MemTableStopWritesThreshold*int64(o.MemTableSize),
+		FormatMajorVersion:          pebble.FormatNewest,
+		Logger:                      quietLogger{},
 	}
+}
+
+// PebbleMemory is what a database's Pebble holds outside the Go heap now
+// (from pebble.DB.Metrics).
+type PebbleMemory struct {
+	// MemTables is the bytes allocated for memtables: the ones in use
+	// (and large batches), plus zombies (flushed, still read by an
+	// iterator, or one kept for reuse).
+	MemTables uint64
+	// BlockCache is the bytes of blocks in the block cache; for a shared
+	// cache, that of every database using it.
+	BlockCache int64
+}
+
+func pebbleMemory(db *pebble.DB) PebbleMemory {
+	m := db.Metrics()
+	return PebbleMemory{MemTables: m.MemTable.Size + m.MemTable.ZombieSize, BlockCache: m.BlockCache.Size}
+}
+
+// PebbleMemory reports the memory the log's Pebble holds now (zero after
+// Close).
+func (l *Log) PebbleMemory() PebbleMemory {
+	l.open.RLock()
+	defer l.open.RUnlock()
+	if l.open.closed {
+		return PebbleMemory{}
+	}
+	return pebbleMemory(l.db)
 }
 
 // quietLogger drops Pebble's informational lines (one per WAL replayed at
