@@ -80,7 +80,9 @@ func BenchmarkCreate(b *testing.B) {
 	})
 	b.Run("raw_pebble_sync", func(b *testing.B) {
 		dir := b.TempDir()
-		db, err := pebble.Open(dir, pebbleOptions(dir))
+		o := Options{Dir: dir}
+		o.setDefaults()
+		db, err := pebble.Open(dir, pebbleOptions(o))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -27,11 +27,17 @@ const archiveDir = "archive"
 // (every new identity the writer sees) cheap however many tables there are.
 // Tables are not compressed: random keys do not compress, and a key must
 // be stored as its own bytes for a scan of the files to prove it gone.
-func pebbleOptions(dir string) *pebble.Options {
+//
+// The memtable and cache sizes are the Options' (defaulted).
+func pebbleOptions(opts Options) *pebble.Options {
 	o := &pebble.Options{
-		FS:      shredFS{FS: vfs.Default, archive: filepath.Join(dir, archiveDir)},
-		Cleaner: pebble.ArchiveCleaner{},
-		Logger:  quietLogger{},
+		FS:                          shredFS{FS: vfs.Default, archive: filepath.Join(opts.Dir, archiveDir)},
+		Cleaner:                     pebble.ArchiveCleaner{},
+		Logger:                      quietLogger{},
+		MemTableSize:                opts.MemTableSize,
+		MemTableStopWritesThreshold: MemTableStopWritesThreshold,
+		Cache:                       opts.BlockCache, // nil: Pebble makes one of CacheSize
+		CacheSize:                   opts.BlockCacheSize + MemTableStopWritesThreshold*int64(opts.MemTableSize),
 	}
 	// Level 0's options are inherited by the other levels.
 	o.Levels[0].FilterPolicy = bloom.FilterPolicy(10)

@@ -39,16 +39,79 @@ type Options struct {
 	// identity for large sizes. Default DefaultCacheEntries; negative
 	// disables the cache.
 	CacheEntries int
+
+	// MemTableSize is Pebble's memtable size for the store (default
+	// DefaultMemTableSize; at least 1 MiB, below 4 GiB). Pebble allocates
+	// memtables outside the Go heap and keeps up to
+	// MemTableStopWritesThreshold of them.
+	MemTableSize uint64
+	// BlockCache, if set, is a Pebble block cache shared with other
+	// databases (a node's log, read model and key store share one; Pebble
+	// counts every database's memtables against it, so its owner sizes it
+	// as the room for blocks plus their memtables budget, see
+	// PebbleBudget). The store takes its own reference; the caller keeps
+	// and releases (Unref) its own. BlockCacheSize must then be 0.
+	BlockCache *pebble.Cache
+	// BlockCacheSize is the room for blocks in the store's own block cache
+	// when BlockCache is not set (default DefaultBlockCacheSize); the cache
+	// made is BlockCacheSize plus the memtables' budget.
+	BlockCacheSize int64
 }
 
+// Defaults of the store's Pebble: a key record is 34 bytes, and the cache
+// of entries above answers most lookups, so both are small.
+const (
+	DefaultMemTableSize   = 4 << 20
+	DefaultBlockCacheSize = 8 << 20
+	// MemTableStopWritesThreshold is how many memtables Pebble keeps at
+	// most before it stalls writes.
+	MemTableStopWritesThreshold = 2
+)
+
 func (o *Options) validate() error {
-	if o.Dir == "" {
-		return fmt.Errorf("%w: Options.Dir is required", ErrInvalid)
+	bad := func(field, rule string, args ...any) error {
+		return fmt.Errorf("%w: Options.%s: %s", ErrInvalid, field, fmt.Sprintf(rule, args...))
 	}
+	switch {
+	case o.Dir == "":
+		return bad("Dir", "required")
+	case o.MemTableSize != 0 && o.MemTableSize < 1<<20:
+		return bad("MemTableSize", "must be 0 (default %d) or at least 1 MiB, got %d", DefaultMemTableSize, o.MemTableSize)
+	case o.MemTableSize >= 4<<30:
+		return bad("MemTableSize", "must be below 4 GiB, got %d", o.MemTableSize)
+	case o.BlockCacheSize < 0:
+		return bad("BlockCacheSize", "must not be negative, got %d", o.BlockCacheSize)
+	case o.BlockCache != nil && o.BlockCacheSize != 0:
+		return bad("BlockCacheSize", "must be 0 when BlockCache (a shared cache) is set, got %d", o.BlockCacheSize)
+	}
+	o.setDefaults()
+	return nil
+}
+
+func (o *Options) setDefaults() {
 	if o.CacheEntries == 0 {
 		o.CacheEntries = DefaultCacheEntries
 	}
-	return nil
+	if o.MemTableSize == 0 {
+		o.MemTableSize = DefaultMemTableSize
+	}
+	if o.BlockCacheSize == 0 && o.BlockCache == nil {
+		o.BlockCacheSize = DefaultBlockCacheSize
+	}
+}
+
+// PebbleBudget is the memory, outside the Go heap, the store's Pebble may
+// take with these options (defaults applied): cache is the room for blocks
+// of its own block cache (0 when BlockCache is shared: its owner counts
+// it), memTables MemTableStopWritesThreshold memtables. The store's own
+// cache is made of cache + memTables, which bounds both together.
+func (o Options) PebbleBudget() (cache, memTables int64) {
+	o.setDefaults()
+	memTables = MemTableStopWritesThreshold * int64(o.MemTableSize)
+	if o.BlockCache != nil {
+		return 0, memTables
+	}
+	return o.BlockCacheSize, memTables
 }
 
 // DefaultCacheEntries is Options.CacheEntries' default: 65,536 identities,
@@ -192,7 +255,7 @@ func Open(opts Options) (*Store, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(opts.Dir, pebbleOptions(opts.Dir))
+	db, err := pebble.Open(opts.Dir, pebbleOptions(opts))
 	if err != nil {
 		return nil, fmt.Errorf("keystore: open %s: %w", opts.Dir, err)
 	}
@@ -217,6 +280,27 @@ func (s *Store) Close() error {
 		return fmt.Errorf("keystore: close: %w", err)
 	}
 	return nil
+}
+
+// PebbleMemory is what the store's Pebble holds outside the Go heap now
+// (from pebble.DB.Metrics).
+type PebbleMemory struct {
+	// MemTables is the bytes allocated for memtables, in use or zombie.
+	MemTables uint64
+	// BlockCache is the bytes of blocks in the block cache; for a shared
+	// cache, that of every database using it.
+	BlockCache int64
+}
+
+// PebbleMemory reports the memory the store's Pebble holds now (zero after
+// Close).
+func (s *Store) PebbleMemory() PebbleMemory {
+	if err := s.open(); err != nil {
+		return PebbleMemory{}
+	}
+	defer s.mu.RUnlock()
+	m := s.db.Metrics()
+	return PebbleMemory{MemTables: m.MemTable.Size + m.MemTable.ZombieSize, BlockCache: m.BlockCache.Size}
 }
 
 // Metrics returns a snapshot of the counters.
