@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/meridian-id/meridian/conflict"
 	"github.com/meridian-id/meridian/keystore"
 	"github.com/meridian-id/meridian/region"
@@ -20,6 +21,20 @@ const (
 	DefaultRetryBackoff = 200 * time.Millisecond
 	DefaultCacheEntries = 1 << 16
 	maxRetryBackoff     = 10 * time.Second
+
+	// DefaultMemTableSize is the read model's Pebble memtable size. A live
+	// batch (2048 messages) is far below half of it, the size from which
+	// Pebble turns a batch into a flushable of its own; 64 MiB applied no
+	// faster (BENCHMARKS.md, "Memory budget") and cost up to 128 MiB
+	// outside the Go heap per model.
+	DefaultMemTableSize = 16 << 20
+	// DefaultBlockCacheSize is the read model's block cache when it has
+	// one of its own (Config.BlockCache not set).
+	DefaultBlockCacheSize = 32 << 20
+	// MemTableStopWritesThreshold is how many memtables Pebble keeps at
+	// most (the one written and those queued for flushing) before it
+	// stalls writes.
+	MemTableStopWritesThreshold = 2
 )
 
 // KeyStore is what the projector needs of the region's key store;
@@ -90,6 +105,41 @@ type Config struct {
 	// RetryBackoff is the first wait after a failed batch or a lost
 	// consumer; it doubles up to 10 s (default 200 ms).
 	RetryBackoff time.Duration
+
+	// MemTableSize is the read model's Pebble memtable size (default
+	// DefaultMemTableSize; at least 1 MiB, below 4 GiB). Pebble allocates
+	// memtables outside the Go heap and keeps up to
+	// MemTableStopWritesThreshold of them.
+	MemTableSize uint64
+	// BlockCache, if set, is a Pebble block cache shared with other
+	// databases (a node's log, read model and key store share one; Pebble
+	// counts every database's memtables against it, so its owner sizes it
+	// as the room for blocks plus their memtables budget, see
+	// PebbleBudget). Each model opened takes its own reference; the caller
+	// keeps and releases (Unref) its own. BlockCacheSize must then be 0.
+	BlockCache *pebble.Cache
+	// BlockCacheSize is the room for blocks in the model's own block cache
+	// when BlockCache is not set (default DefaultBlockCacheSize); the cache
+	// made is BlockCacheSize plus the memtables' budget.
+	BlockCacheSize int64
+}
+
+// validatePebble checks the Pebble sizes of a Config or RebuildConfig.
+func validatePebble(memTable uint64, shared *pebble.Cache, cacheSize int64, bad func(field, rule string, args ...any)) {
+	if memTable != 0 && memTable < 1<<20 {
+		bad("MemTableSize", "must be 0 (default %d) or at least 1 MiB, got %d", DefaultMemTableSize, memTable)
+	} else if memTable >= 4<<30 {
+		bad("MemTableSize", "must be below 4 GiB, got %d", memTable)
+	}
+	if cacheSize < 0 {
+		bad("BlockCacheSize", "must not be negative, got %d", cacheSize)
+	} else if shared != nil && cacheSize != 0 {
+		bad("BlockCacheSize", "must be 0 when BlockCache (a shared cache) is set, got %d", cacheSize)
+	}
+}
+
+func (c *Config) storeOptions() storeOptions {
+	return storeOptions{memTableSize: c.MemTableSize, cache: c.BlockCache, cacheSize: c.BlockCacheSize}
 }
 
 func (c *Config) validate() error {
@@ -126,6 +176,7 @@ func (c *Config) validate() error {
 	if c.LagInterval < 0 || c.RetryBackoff < 0 {
 		bad("LagInterval/RetryBackoff", "must not be negative")
 	}
+	validatePebble(c.MemTableSize, c.BlockCache, c.BlockCacheSize, bad)
 	for origin, domain := range c.Origins {
 		if origin == "" || domain == "" {
 			bad("Origins", "region and domain must both be named, got %q: %q", origin, domain)

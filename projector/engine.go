@@ -72,10 +72,11 @@ type engineConfig struct {
 	// commitEvery, commitIdentities: see engine.commitEvery (0: commit
 	// every batch; commitIdentities 0: no bound but commitEvery).
 	commitEvery, commitIdentities int
+	store                         storeOptions // the Pebble sizes (zero: defaults)
 }
 
 func openEngine(c engineConfig) (*engine, error) {
-	st, err := openStore(c.dir, c.readOnly)
+	st, err := openStoreWith(c.dir, c.readOnly, c.store)
 	if err != nil {
 		return nil, err
 	}

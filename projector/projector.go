@@ -59,6 +59,7 @@ func New(cfg Config) (*Projector, error) {
 	eng, err := openEngine(engineConfig{
 		dir: cfg.Dir, keys: cfg.Keys, merger: cfg.Merger, zone: cfg.Zone,
 		zoneKeys: cfg.ZoneKeys, now: cfg.Now, log: cfg.Logger, shards: cfg.ApplyWorkers, cache: cfg.CacheEntries,
+		store: cfg.storeOptions(),
 	})
 	if err != nil {
 		return nil, err

@@ -44,6 +44,13 @@ type RebuildConfig struct {
 	BatchSize    int
 	ApplyWorkers int
 	CacheEntries int
+	// MemTableSize, BlockCache, BlockCacheSize: the rebuilt model's Pebble
+	// sizes, as in Config (a node rebuilding beside its live model passes
+	// its shared cache). Without BlockCache the rebuild has a block cache
+	// of its own of BlockCacheSize (default DefaultBlockCacheSize).
+	MemTableSize   uint64
+	BlockCache     *pebble.Cache
+	BlockCacheSize int64
 	// Progress, if set, is called after each applied batch.
 	Progress func(RebuildProgress)
 }
@@ -110,6 +117,7 @@ func (c *RebuildConfig) validate() error {
 	if c.ApplyWorkers < 0 {
 		bad("ApplyWorkers", "must not be negative")
 	}
+	validatePebble(c.MemTableSize, c.BlockCache, c.BlockCacheSize, bad)
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultRebuildBatchSize
 	}
@@ -159,6 +167,7 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildStats, error) {
 		dir: cfg.Dir, keys: cfg.Keys, merger: cfg.Merger, zone: cfg.Zone,
 		zoneKeys: cfg.ZoneKeys, now: cfg.Now, log: cfg.Logger, shards: cfg.ApplyWorkers, cache: cfg.CacheEntries,
 		commitEvery: rebuildCommitMessages, commitIdentities: commitIdentities(cfg.CacheEntries),
+		store: cfg.storeOptions(),
 	})
 	if err != nil {
 		return RebuildStats{}, err
@@ -172,6 +181,10 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (RebuildStats, error) {
 		st.PerSec = float64(st.Messages) / st.Duration.Seconds()
 	}
 	return st, err
+}
+
+func (c *RebuildConfig) storeOptions() storeOptions {
+	return storeOptions{memTableSize: c.MemTableSize, cache: c.BlockCache, cacheSize: c.BlockCacheSize}
 }
 
 // commitIdentities bounds the identities a rebuild's deferred batches

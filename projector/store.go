@@ -70,14 +70,57 @@ var (
 	metaMarkers     = []byte{pMeta, 'e', 'r', 'a', 's', 'e', 'd'}
 )
 
-// openStore opens (or creates) the read model in dir.
+// storeOptions size the read model's Pebble (zero values: the defaults).
+type storeOptions struct {
+	memTableSize uint64        // default DefaultMemTableSize
+	cache        *pebble.Cache // shared block cache; nil: one of cacheSize
+	cacheSize    int64         // default DefaultBlockCacheSize
+}
+
+func (o storeOptions) defaulted() storeOptions {
+	if o.memTableSize == 0 {
+		o.memTableSize = DefaultMemTableSize
+	}
+	if o.cacheSize == 0 && o.cache == nil {
+		o.cacheSize = DefaultBlockCacheSize
+	}
+	return o
+}
+
+// budget is the memory outside the Go heap the model's Pebble may take:
+// the room for blocks of its own block cache (0 when shared) and
+// MemTableStopWritesThreshold memtables.
+func (o storeOptions) budget() (cache, memTables int64) {
+	o = o.defaulted()
+	memTables = MemTableStopWritesThreshold * int64(o.memTableSize)
+	if o.cache != nil {
+		return 0, memTables
+	}
+	return o.cacheSize, memTables
+}
+
+// openStore opens (or creates) the read model in dir with the default
+// sizes.
 func openStore(dir string, readOnly bool) (*store, error) {
-	cache := pebble.NewCache(64 << 20)
+	return openStoreWith(dir, readOnly, storeOptions{})
+}
+
+// openStoreWith opens (or creates) the read model in dir.
+func openStoreWith(dir string, readOnly bool, so storeOptions) (*store, error) {
+	so = so.defaulted()
+	cache := so.cache
+	if cache != nil {
+		cache.Ref() // released by close, like a cache of its own
+	} else {
+		// Pebble counts memtables against the cache: room for both.
+		cache = pebble.NewCache(so.cacheSize + MemTableStopWritesThreshold*int64(so.memTableSize))
+	}
 	opts := &pebble.Options{
-		Cache:        cache,
-		MemTableSize: 64 << 20,
-		Logger:       quietLogger{},
-		ReadOnly:     readOnly,
+		Cache:                       cache,
+		MemTableSize:                so.memTableSize,
+		MemTableStopWritesThreshold: MemTableStopWritesThreshold,
+		Logger:                      quietLogger{},
+		ReadOnly:                    readOnly,
 	}
 	// Bloom filters: the first touch of an identity new to the model
 	// looks its states up, and should not read every table to miss.
@@ -120,6 +163,43 @@ func openStore(dir string, readOnly bool) (*store, error) {
 	}
 	return s, nil
 }
+
+// PebbleMemory is what a read model's Pebble holds outside the Go heap
+// now (from pebble.DB.Metrics).
+type PebbleMemory struct {
+	// MemTables is the bytes allocated for memtables (and large batches),
+	// in use or zombie.
+	MemTables uint64
+	// BlockCache is the bytes of blocks in the block cache; for a shared
+	// cache, that of every database using it.
+	BlockCache int64
+}
+
+func (s *store) pebbleMemory() PebbleMemory {
+	m := s.db.Metrics()
+	return PebbleMemory{MemTables: m.MemTable.Size + m.MemTable.ZombieSize, BlockCache: m.BlockCache.Size}
+}
+
+// PebbleMemory reports the memory the read model's Pebble holds now (zero
+// after Close).
+func (p *Projector) PebbleMemory() PebbleMemory {
+	if err := p.open(); err != nil {
+		return PebbleMemory{}
+	}
+	defer p.mu.RUnlock()
+	return p.eng.store.pebbleMemory()
+}
+
+// PebbleBudget is the memory, outside the Go heap, the read model's
+// Pebble may take with this configuration: cache is the room for blocks of
+// its own block cache (0 when BlockCache is shared: its owner counts it),
+// memTables MemTableStopWritesThreshold memtables. A model's own cache is
+// made of cache + memTables, which bounds both together. A Swap opens a
+// second model of the same sizes while it runs.
+func (c Config) PebbleBudget() (cache, memTables int64) { return c.storeOptions().budget() }
+
+// PebbleBudget is Config.PebbleBudget for a rebuild's model.
+func (c RebuildConfig) PebbleBudget() (cache, memTables int64) { return c.storeOptions().budget() }
 
 func (s *store) close() error {
 	err := s.db.Close()

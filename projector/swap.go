@@ -136,7 +136,7 @@ func (p *Projector) Swap(ctx context.Context, cfg SwapConfig) (SwapReport, error
 	built, err := openEngine(engineConfig{
 		dir: cfg.Dir, keys: p.cfg.Keys, merger: p.cfg.Merger, zone: p.cfg.Zone, zoneKeys: p.cfg.ZoneKeys,
 		now: p.cfg.Now, log: p.cfg.Logger, shards: p.cfg.ApplyWorkers, cache: p.cfg.CacheEntries,
-		commitEvery: rebuildCommitBatches * p.cfg.BatchSize,
+		commitEvery: rebuildCommitBatches * p.cfg.BatchSize, store: p.cfg.storeOptions(),
 	})
 	if err != nil {
 		return rep, invalidf("Dir", "%s: cannot open a read model there: %v", cfg.Dir, err)
@@ -368,6 +368,7 @@ func (p *Projector) openLike(dir string) (*engine, error) {
 	return openEngine(engineConfig{
 		dir: dir, keys: p.cfg.Keys, merger: p.cfg.Merger, zone: p.cfg.Zone,
 		zoneKeys: p.cfg.ZoneKeys, now: p.cfg.Now, log: p.cfg.Logger, shards: p.cfg.ApplyWorkers, cache: p.cfg.CacheEntries,
+		store: p.cfg.storeOptions(),
 	})
 }
 
