@@ -49,6 +49,9 @@ type Config struct {
 	SourceStallAfter time.Duration
 	// Logger (default: discarded).
 	Logger *slog.Logger
+	// PebbleCacheBytes of every node (node.Config.PebbleCacheBytes; 0:
+	// the node's default).
+	PebbleCacheBytes int64
 }
 
 // Cluster is a running local deployment.
@@ -91,6 +94,9 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	}
 	if cfg.HTTPBasePort < 0 || cfg.HTTPBasePort > 65535-len(Regions) {
 		return nil, fmt.Errorf("cluster: Config.HTTPBasePort: must be 0 or a port below %d, got %d", 65535-len(Regions), cfg.HTTPBasePort)
+	}
+	if cfg.PebbleCacheBytes != 0 && cfg.PebbleCacheBytes < 1<<20 {
+		return nil, fmt.Errorf("cluster: Config.PebbleCacheBytes: must be 0 (the node's default, %d) or at least 1 MiB, got %d", node.DefaultPebbleCacheBytes, cfg.PebbleCacheBytes)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -247,6 +253,7 @@ func (c *Cluster) StartNode(ctx context.Context, r string) error {
 		HeartbeatInterval: c.cfg.HeartbeatInterval,
 		SourceStallAfter:  c.cfg.SourceStallAfter,
 		Logger:            c.cfg.Logger.With("region", r),
+		PebbleCacheBytes:  c.cfg.PebbleCacheBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: start node %s: %w", r, err)

@@ -23,6 +23,10 @@ const (
 	DefaultHeartbeatInterval = time.Second
 	DefaultSourceStallAfter  = 10 * time.Second
 	DefaultHTTPAddr          = "127.0.0.1:0"
+	// DefaultPebbleCacheBytes is Config.PebbleCacheBytes' default.
+	DefaultPebbleCacheBytes = 64 << 20
+	// minPebbleCacheBytes is the least PebbleCacheBytes accepted.
+	minPebbleCacheBytes = 1 << 20
 )
 
 // ErrInvalidConfig is wrapped by every Config validation error.
@@ -76,6 +80,16 @@ type Config struct {
 	// costs a few hundred bytes; a sealed write or read of an identity not
 	// cached reads its key from Pebble.
 	KeyCacheEntries int
+	// PebbleCacheBytes is the room for cached blocks in the one Pebble
+	// block cache the node's databases share: the log, the read model (and
+	// a model being swapped in) and the key store (default
+	// DefaultPebbleCacheBytes; at least 1 MiB). Pebble counts the
+	// databases' memtables against the cache they use, so the node makes
+	// the cache PebbleCacheBytes plus their memtables' budget
+	// (Node.PebbleBudget), which bounds blocks and memtables together.
+	// Pebble allocates both outside the Go heap: a Go memory limit
+	// (--memory-limit) does not cover them.
+	PebbleCacheBytes int64
 }
 
 var nodeIDRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`)
@@ -114,6 +128,11 @@ func (c *Config) validate() error {
 	}
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.PebbleCacheBytes == 0 {
+		c.PebbleCacheBytes = DefaultPebbleCacheBytes
+	} else if c.PebbleCacheBytes < minPebbleCacheBytes {
+		bad("PebbleCacheBytes", "must be 0 (default %d) or at least %d (1 MiB), got %d", DefaultPebbleCacheBytes, minPebbleCacheBytes, c.PebbleCacheBytes)
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -42,6 +43,12 @@ type Node struct {
 	ln       net.Listener
 	http     *http.Server
 	mux      *http.ServeMux
+
+	// cache is the block cache of every Pebble database of the node
+	// (Config.PebbleCacheBytes); the node holds a reference until
+	// closeStores. budget is Node.PebbleBudget.
+	cache  *pebble.Cache
+	budget int64
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -87,10 +94,21 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.closeStores()
 		}
 	}()
-	if n.log, err = eventlog.Open(eventlog.Options{Dir: filepath.Join(cfg.Dir, "log"), Stamp: writer.StampSequence}); err != nil {
+	// One block cache for the log, the key store and the read model,
+	// with room for cfg.PebbleCacheBytes of blocks beside their memtables
+	// (Pebble counts those against the cache).
+	logOpts := eventlog.Options{Dir: filepath.Join(cfg.Dir, "log"), Stamp: writer.StampSequence}
+	keysOpts := keystore.Options{Dir: filepath.Join(cfg.Dir, "keys"), CacheEntries: cfg.KeyCacheEntries}
+	_, logMem := logOpts.PebbleBudget()
+	_, keysMem := keysOpts.PebbleBudget()
+	_, modelMem := projector.Config{}.PebbleBudget()
+	n.budget = cfg.PebbleCacheBytes + logMem + keysMem + modelMem
+	n.cache = pebble.NewCache(n.budget)
+	logOpts.Cache, keysOpts.BlockCache = n.cache, n.cache
+	if n.log, err = eventlog.Open(logOpts); err != nil {
 		return nil, fmt.Errorf("node: open log: %w", err)
 	}
-	if n.keys, err = keystore.Open(keystore.Options{Dir: filepath.Join(cfg.Dir, "keys"), CacheEntries: cfg.KeyCacheEntries}); err != nil {
+	if n.keys, err = keystore.Open(keysOpts); err != nil {
 		return nil, fmt.Errorf("node: open key store: %w", err)
 	}
 	if n.writer, err = writer.New(writer.Config{
@@ -254,6 +272,8 @@ func (n *Node) newProjector() (*projector.Projector, error) {
 		Logger:    n.cfg.Logger.With("component", "projector"),
 		HashEmail: func(email string) []byte { return writer.EmailHash(hashKey, email) },
 		Origins:   origins,
+
+		BlockCache: n.cache,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: projector: %w", err)
@@ -395,5 +415,52 @@ func (n *Node) closeStores() error {
 	if n.log != nil {
 		errs = append(errs, n.log.Close())
 	}
+	if n.cache != nil {
+		n.cache.Unref() // the last database closed frees it
+		n.cache = nil
+	}
 	return errors.Join(errs...)
+}
+
+// PebbleBudget is the memory, outside the Go heap, the node's Pebble
+// databases may take: Config.PebbleCacheBytes of cached blocks plus up to
+// two memtables each of the log, the read model and the key store. It is
+// the size of their shared block cache, against which Pebble counts the
+// memtables too (blocks are evicted to make room for them), so blocks and
+// memtables together stay within it. What it does not cover: memtables an
+// open iterator still reads after their flush, blocks an iterator pins
+// after their eviction, and during a model swap the second model's
+// memtables (the cached blocks then shrink by as much, down to none).
+func (n *Node) PebbleBudget() int64 { return n.budget }
+
+// PebbleMemory is what a node's Pebble databases hold outside the Go heap.
+type PebbleMemory struct {
+	// MemTables is the bytes allocated for memtables (in use, flushing,
+	// zombie or kept for reuse) by the log, the read model and the key
+	// store.
+	MemTables uint64
+	// BlockCache is the bytes of blocks in the shared block cache.
+	BlockCache int64
+}
+
+// PebbleMemory reports what the node's Pebble databases hold now, from
+// their metrics.
+func (n *Node) PebbleMemory() PebbleMemory {
+	var m PebbleMemory
+	if n.log != nil {
+		lm := n.log.PebbleMemory()
+		m.MemTables += lm.MemTables
+		m.BlockCache = max(m.BlockCache, lm.BlockCache)
+	}
+	if n.keys != nil {
+		km := n.keys.PebbleMemory()
+		m.MemTables += km.MemTables
+		m.BlockCache = max(m.BlockCache, km.BlockCache)
+	}
+	if n.proj != nil {
+		pm := n.proj.PebbleMemory()
+		m.MemTables += pm.MemTables
+		m.BlockCache = max(m.BlockCache, pm.BlockCache)
+	}
+	return m
 }

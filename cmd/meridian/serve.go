@@ -29,7 +29,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	keyCache := fs.Int("key-cache", 0, "identities whose data keys the key store caches in memory (0: keystore.DefaultCacheEntries; negative: no cache)")
 	memoryLimit := memoryLimitFlag(fs, "none")
+	pebbleCache := pebbleCacheFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cacheBytes, err := parsePebbleCache(*pebbleCache)
+	if err != nil {
 		return err
 	}
 	memLimit, err := applyMemoryLimit(*memoryLimit, -1)
@@ -73,13 +78,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		HashKey:     sec.hashKey,
 		Logger:      logger,
 
-		KeyCacheEntries: *keyCache,
+		KeyCacheEntries:  *keyCache,
+		PebbleCacheBytes: cacheBytes,
 	})
 	if err != nil {
 		return err
 	}
 	mountMetrics(n)
-	logger.Info("serving", "memory_limit", memoryLimitString(memLimit))
+	logger.Info("serving", "memory_limit", memoryLimitString(memLimit),
+		"pebble_budget", fmt.Sprintf("%.0fMiB", float64(n.PebbleBudget())/(1<<20)))
 	fmt.Fprintf(stdout, "meridian node %s serving region %s on %s\n", n.ID(), n.Region(), n.URL())
 	<-ctx.Done()
 	logger.Info("shutting down")
