@@ -97,6 +97,24 @@ type Result struct {
 	GoLiveHeapPeakMB float64 `json:"go_live_heap_peak_mb"`
 	GCCycles         uint64  `json:"gc_cycles"`
 	GCCPUSeconds     float64 `json:"gc_cpu_s"`
+	// PebbleBudgetMB bounds the memory Pebble may take outside the Go
+	// heap, from the configurations the run opened its databases with
+	// (MiB): every node's Node.PebbleBudget (its shared block cache plus
+	// two memtables each of its log, read model and key store) plus the
+	// largest set of the bench's own databases open at once (the append
+	// step's scratch log and key store beside a raw Pebble or bare log; the
+	// replay's rebuilt model). peak_rss_mb stays below memory_limit_mb +
+	// pebble_budget_mb + what neither counts (code, thread stacks, C
+	// allocator slack), whatever --events.
+	PebbleBudgetMB float64 `json:"pebble_budget_mb"`
+	// PebbleNodesPeakMB is the peak of the nodes' Pebble memory as their
+	// metrics report it (memtables allocated plus blocks in the block
+	// caches, summed over the three nodes; sampled every 250 ms), and
+	// PebbleMemTablesPeakMB and PebbleBlockCachePeakMB the peaks of the two
+	// parts (each at its own moment).
+	PebbleNodesPeakMB      float64 `json:"pebble_nodes_peak_mb"`
+	PebbleMemTablesPeakMB  float64 `json:"pebble_memtables_peak_mb"`
+	PebbleBlockCachePeakMB float64 `json:"pebble_block_cache_peak_mb"`
 
 	// Metadata.
 	Date           string `json:"date"`
@@ -237,6 +255,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 	}
 	row("peak RSS MB", fmt.Sprintf("%.0f", r.PeakRSSMB), "", "", "Go memory limit "+limit)
 	row("  peak Go memory / live heap MB", fmt.Sprintf("%.0f / %.0f", r.GoMemoryPeakMB, r.GoLiveHeapPeakMB), "", "", fmt.Sprintf("%d GCs, %.1f s GC CPU", r.GCCycles, r.GCCPUSeconds))
+	row("  Pebble budget MB (nodes' peak: memtables / cache)", fmt.Sprintf("%.0f", r.PebbleBudgetMB), "", "", fmt.Sprintf("%.0f (%.0f / %.0f)", r.PebbleNodesPeakMB, r.PebbleMemTablesPeakMB, r.PebbleBlockCachePeakMB))
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -102,6 +102,12 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	mem := startGoMemorySampler(goMemorySampleEvery, onLivePeak)
 	defer mem.stop()
+	var peb *pebbleSampler // the nodes' Pebble memory, once they run
+	defer func() {
+		if peb != nil {
+			peb.stop()
+		}
+	}()
 	steps := []struct {
 		name string
 		fn   func(context.Context) error
@@ -122,11 +128,19 @@ func (r *runner) run(ctx context.Context) error {
 		if err := errors.Join(err, stop()); err != nil {
 			return fmt.Errorf("bench: %s: %w", s.name, err)
 		}
+		if peb == nil && r.c != nil {
+			peb = startPebbleSampler(r.c, pebbleSampleEvery)
+		}
 		rss, _ := rssMB()
 		peak, _ := peakRSSMB()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		r.progress("%s done: rss %.0f MB, peak %.0f MB, go heap %.0f MB (sys %.0f MB)", s.name, rss, peak, float64(ms.HeapAlloc)/(1<<20), float64(ms.Sys)/(1<<20))
+		var pebNow string
+		if peb != nil {
+			mt, bc := peb.now()
+			pebNow = fmt.Sprintf(", nodes' pebble memtables %.0f MB + cache %.0f MB", mib(mt), mib(bc))
+		}
+		r.progress("%s done: rss %.0f MB, peak %.0f MB, go heap %.0f MB (sys %.0f MB)%s", s.name, rss, peak, float64(ms.HeapAlloc)/(1<<20), float64(ms.Sys)/(1<<20), pebNow)
 	}
 	rss, err := peakRSSMB()
 	if err != nil {
@@ -135,6 +149,11 @@ func (r *runner) run(ctx context.Context) error {
 	r.res.PeakRSSMB = rss
 	mem.stop()
 	r.res.GoMemoryPeakMB, r.res.GoLiveHeapPeakMB = mem.peaks()
+	if peb != nil {
+		peb.stop()
+		r.res.PebbleNodesPeakMB, r.res.PebbleMemTablesPeakMB, r.res.PebbleBlockCachePeakMB = peb.peaks()
+		r.res.PebbleBudgetMB = mib(pebbleBudget(r.c))
+	}
 	r.res.GCCycles, r.res.GCCPUSeconds = gcTotals()
 	if s, ok := peakStep.Load().(string); ok {
 		r.progress("live heap peak %.0f MB, during %s: live-peak.heap.pprof", r.res.GoLiveHeapPeakMB, s)
