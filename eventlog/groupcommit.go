@@ -49,15 +49,20 @@ const (
 )
 
 type request struct {
-	kind  reqKind
-	recs  [][]byte
-	bytes int    // sum of len(recs)
-	name  string // checkpoint name
-	seq   uint64 // floor, checkpoint seq or trim bound
-	state atomic.Int32
-	done  chan struct{} // cap 1; signalled once, by the syncer (or committer on failure)
-	first uint64
-	err   error
+	kind reqKind
+	recs [][]byte
+	// recsBuf holds the record slices of a small append: Append copies the
+	// caller's slice headers here (a larger append gets a copy of its own),
+	// so that the caller's slice of records does not escape and may live on
+	// its stack.
+	recsBuf [3][]byte
+	bytes   int    // sum of len(recs)
+	name    string // checkpoint name
+	seq     uint64 // floor, checkpoint seq or trim bound
+	state   atomic.Int32
+	done    chan struct{} // cap 1; signalled once, by the syncer (or committer on failure)
+	first   uint64
+	err     error
 }
 
 var requestPool = sync.Pool{New: func() any { return &request{done: make(chan struct{}, 1)} }}
@@ -128,7 +133,7 @@ func (l *Log) Append(ctx context.Context, recs ...[]byte) (first uint64, err err
 		return 0, argErr("recs", fmt.Sprintf("%d bytes exceed Options.MaxBatchBytes (%d)", n, l.opts.MaxBatchBytes))
 	}
 	r := newRequest(kindAppend)
-	r.recs, r.bytes = recs, n
+	r.recs, r.bytes = append(r.recsBuf[:0:len(r.recsBuf)], recs...), n
 	return l.submit(ctx, r)
 }
 
@@ -160,6 +165,7 @@ func newRequest(k reqKind) *request {
 // request is not reused because the committer may still hold it.
 func release(r *request) {
 	r.recs, r.name, r.seq, r.bytes, r.first, r.err = nil, "", 0, 0, 0, nil
+	clear(r.recsBuf[:]) // the pool must not keep the caller's records alive
 	r.state.Store(statePending)
 	requestPool.Put(r)
 }

@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -41,5 +42,32 @@ func TestV7TimeOnlyGrows(t *testing.T) {
 	}
 	if s0 > 0xfff || s1 > 0xfff || s2 > 0xfff {
 		t.Fatalf("sequence beyond 12 bits: %d %d %d", s0, s1, s2)
+	}
+}
+
+func TestCheckUUIDVersionAndVariant(t *testing.T) {
+	v7 := uuid.Must(uuid.NewV7()).String()
+	badVariant := v7[:19] + "c" + v7[20:] // variant 110x (Microsoft)
+	for _, tc := range []struct {
+		id   string
+		v7   bool
+		want string // "" = valid; else a substring of the message
+	}{
+		{v7, true, ""},
+		{uuid.NewString(), false, ""},
+		{uuid.NewString(), true, "version 4 UUID"},
+		{badVariant, true, "version 7 UUID"},
+		{badVariant, false, ""},
+		{v7[:14] + "f" + v7[15:], true, "version 15 UUID"},
+		{strings.ToUpper(v7), true, "canonical lower-case"},
+		{v7[:35], true, "canonical lower-case"},
+	} {
+		err := checkUUID("event_id", tc.id, tc.v7)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("checkUUID(%q, v7=%v) = %v, want nil", tc.id, tc.v7, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("checkUUID(%q, v7=%v) = %v, want an error with %q", tc.id, tc.v7, err, tc.want)
+		}
 	}
 }
