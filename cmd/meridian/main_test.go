@@ -142,7 +142,8 @@ func TestDevSmoke(t *testing.T) {
 	}
 	got, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(got), "meridian_log_last_seq") || !strings.Contains(string(got), `meridian_keystore_cache_lookups_total{node=`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(got), "meridian_log_last_seq") || !strings.Contains(string(got), `meridian_keystore_cache_lookups_total{node=`) ||
+		!strings.Contains(string(got), `meridian_pebble_budget_bytes{node=`) || !strings.Contains(string(got), `part="memtables"`) {
 		t.Fatalf("/metrics: %d %.300s", resp.StatusCode, got)
 	}
 	cancel()

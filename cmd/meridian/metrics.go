@@ -50,6 +50,8 @@ var (
 	descKeyCached      = mDesc("keystore_cache_entries", "Identities in the key-store cache now.")
 	descKeyCapacity    = mDesc("keystore_cache_capacity", "Bound of the key-store cache, in identities.")
 	descKeysDestroyed  = mDesc("keystore_keys_destroyed_total", "Data keys destroyed by erasure.")
+	descPebbleBudget   = mDesc("pebble_budget_bytes", "Bound of the node's Pebble memory outside the Go heap: its shared block cache with room for every database's memtables.")
+	descPebbleMemory   = mDesc("pebble_memory_bytes", "What the node's Pebble databases hold outside the Go heap now, by part.", "part")
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -78,6 +80,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descKeyCached, float64(k.CacheEntries))
 	gauge(descKeyCapacity, float64(k.CacheCapacity))
 	counter(descKeysDestroyed, k.Destroyed)
+	gauge(descPebbleBudget, float64(n.PebbleBudget()))
+	pm := n.PebbleMemory()
+	gauge(descPebbleMemory, float64(pm.MemTables), "memtables")
+	gauge(descPebbleMemory, float64(pm.BlockCache), "block_cache")
 	l := n.Log().Metrics()
 	gauge(descLogLast, float64(l.LastSeq))
 	gauge(descLogFirst, float64(l.FirstSeq))
