@@ -29,7 +29,7 @@ type scratch struct {
 // scratchOptions are the options of a scratch's log and key store in dir,
 // sharing cache.
 func scratchOptions(dir string, cache *pebble.Cache) (eventlog.Options, keystore.Options) {
-	return eventlog.Options{Dir: filepath.Join(dir, "log"), Stamp: writer.StampSequence, Cache: cache},
+	return eventlog.Options{Dir: filepath.Join(dir, "log"), Stamp: writer.StampSequence, BlockCache: cache},
 		keystore.Options{Dir: filepath.Join(dir, "keys"), BlockCache: cache}
 }
 

@@ -68,7 +68,7 @@ func TestOpenValidation(t *testing.T) {
 		{"tiny memtable", Options{MemTableSize: 1000}, "Options.MemTableSize"},
 		{"batch above memtable/4", Options{MemTableSize: 8 << 20, MaxBatchBytes: 3 << 20, MaxRecordBytes: 1 << 20}, "Options.MaxBatchBytes"},
 		{"commit delay too long", Options{CommitDelay: time.Second}, "Options.CommitDelay"},
-		{"negative cache", Options{CacheSize: -1}, "Options.CacheSize"},
+		{"negative cache", Options{BlockCacheSize: -1}, "Options.BlockCacheSize"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "log")

@@ -40,9 +40,9 @@ const (
 	// (BENCHMARKS.md, "Memory budget") and cost up to 128 MiB of memory
 	// outside the Go heap per log.
 	DefaultMemTableSize = 16 << 20
-	// DefaultCacheSize is the block cache for reads of flushed records,
-	// when the log has a cache of its own (Options.Cache not set).
-	DefaultCacheSize = 16 << 20
+	// DefaultBlockCacheSize is the block cache for reads of flushed records,
+	// when the log has a cache of its own (Options.BlockCache not set).
+	DefaultBlockCacheSize = 16 << 20
 	// MemTableStopWritesThreshold is how many memtables Pebble keeps at
 	// most (the one written and those queued for flushing) before it stalls
 	// writes: the log's memtables take at most this many MemTableSize.
@@ -106,33 +106,33 @@ type Options struct {
 	// outside the Go heap and keeps up to MemTableStopWritesThreshold of
 	// them.
 	MemTableSize uint64
-	// Cache, if set, is a Pebble block cache shared with other databases
+	// BlockCache, if set, is a Pebble block cache shared with other databases
 	// (a node's log, read model and key store share one). Pebble counts
 	// the memtables of every database against the cache it is opened
 	// with, evicting blocks to make room for them, so the owner sizes it
 	// as the room for blocks plus every database's memtables budget (see
 	// PebbleBudget). The log takes its own reference; the caller keeps and
-	// releases (Unref) its own. CacheSize must then be 0.
-	Cache *pebble.Cache
-	// CacheSize is the room for blocks in the log's own block cache when
-	// Cache is not set (default DefaultCacheSize). The cache made is
-	// CacheSize plus the memtables' budget, since Pebble counts memtables
+	// releases (Unref) its own. BlockCacheSize must then be 0.
+	BlockCache *pebble.Cache
+	// BlockCacheSize is the room for blocks in the log's own block cache when
+	// BlockCache is not set (default DefaultBlockCacheSize). The cache made is
+	// BlockCacheSize plus the memtables' budget, since Pebble counts memtables
 	// against it.
-	CacheSize int64
+	BlockCacheSize int64
 }
 
 // PebbleBudget is the memory, outside the Go heap, the log's Pebble may
 // take with these options (defaults applied): cache is the room for blocks
-// of its own block cache (0 when Options.Cache is shared: its owner counts
+// of its own block cache (0 when Options.BlockCache is shared: its owner counts
 // it), memTables MemTableStopWritesThreshold memtables. The log's own cache
 // is made of cache + memTables, which bounds both together.
 func (o Options) PebbleBudget() (cache, memTables int64) {
 	o.setDefaults()
 	memTables = MemTableStopWritesThreshold * int64(o.MemTableSize)
-	if o.Cache != nil {
+	if o.BlockCache != nil {
 		return 0, memTables
 	}
-	return o.CacheSize, memTables
+	return o.BlockCacheSize, memTables
 }
 
 // Retention configures automatic trimming. The committer evaluates it with
@@ -172,8 +172,8 @@ func (o *Options) setDefaults() {
 	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
 	}
-	if o.CacheSize == 0 && o.Cache == nil {
-		o.CacheSize = DefaultCacheSize
+	if o.BlockCacheSize == 0 && o.BlockCache == nil {
+		o.BlockCacheSize = DefaultBlockCacheSize
 	}
 	if o.Retention.Keep == 0 {
 		o.Retention.Keep = DefaultRetentionKeep
@@ -208,10 +208,10 @@ func (o *Options) validate() error {
 		return argErr("Options.MaxBatchBytes", fmt.Sprintf("must be <= Options.MemTableSize/4 (%d), got %d", o.MemTableSize/4, o.MaxBatchBytes))
 	case o.MemTableSize >= 4<<30:
 		return argErr("Options.MemTableSize", fmt.Sprintf("must be < 4 GiB, got %d", o.MemTableSize))
-	case o.CacheSize < 0:
-		return argErr("Options.CacheSize", fmt.Sprintf("must be >= 0, got %d", o.CacheSize))
-	case o.Cache != nil && o.CacheSize != 0:
-		return argErr("Options.CacheSize", fmt.Sprintf("must be 0 when Options.Cache (a shared cache) is set, got %d", o.CacheSize))
+	case o.BlockCacheSize < 0:
+		return argErr("Options.BlockCacheSize", fmt.Sprintf("must be >= 0, got %d", o.BlockCacheSize))
+	case o.BlockCache != nil && o.BlockCacheSize != 0:
+		return argErr("Options.BlockCacheSize", fmt.Sprintf("must be 0 when Options.BlockCache (a shared cache) is set, got %d", o.BlockCacheSize))
 	}
 	return nil
 }
@@ -225,8 +225,8 @@ func pebbleOptions(o Options, fs vfs.FS) *pebble.Options {
 		FS:                          fs,
 		MemTableSize:                o.MemTableSize,
 		MemTableStopWritesThreshold: MemTableStopWritesThreshold,
-		Cache:                       o.Cache, // nil: Pebble makes one of CacheSize
-		CacheSize:                   o.CacheSize + MemTableStopWritesThreshold*int64(o.MemTableSize),
+		Cache:                       o.BlockCache, // nil: Pebble makes one of CacheSize
+		CacheSize:                   o.BlockCacheSize + MemTableStopWritesThreshold*int64(o.MemTableSize),
 		FormatMajorVersion:          pebble.FormatNewest,
 		Logger:                      quietLogger{},
 	}

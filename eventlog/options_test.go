@@ -22,8 +22,8 @@ func TestOpenPebbleSizeValidation(t *testing.T) {
 		{"memtable below 1 MiB", Options{MemTableSize: 1 << 19}, "Options.MemTableSize", "must be >= 1 MiB"},
 		{"memtable of 4 GiB", Options{MemTableSize: 4 << 30}, "Options.MemTableSize", "must be < 4 GiB"},
 		{"memtable below 4 batches", Options{MemTableSize: 15 << 20}, "Options.MaxBatchBytes", "must be <= Options.MemTableSize/4"},
-		{"negative cache", Options{CacheSize: -1}, "Options.CacheSize", "must be >= 0"},
-		{"cache size beside a shared cache", Options{Cache: shared, CacheSize: 1 << 20}, "Options.CacheSize", "must be 0 when Options.Cache"},
+		{"negative cache", Options{BlockCacheSize: -1}, "Options.BlockCacheSize", "must be >= 0"},
+		{"cache size beside a shared cache", Options{BlockCache: shared, BlockCacheSize: 1 << 20}, "Options.BlockCacheSize", "must be 0 when Options.BlockCache"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.opts.Dir = filepath.Join(t.TempDir(), "log")
@@ -44,9 +44,9 @@ func TestPebbleBudget(t *testing.T) {
 		opts             Options
 		cache, memTables int64
 	}{
-		{"defaults", Options{}, DefaultCacheSize, 2 * DefaultMemTableSize},
-		{"sizes", Options{MemTableSize: 32 << 20, CacheSize: 1 << 20}, 1 << 20, 64 << 20},
-		{"shared cache", Options{Cache: shared}, 0, 2 * DefaultMemTableSize},
+		{"defaults", Options{}, DefaultBlockCacheSize, 2 * DefaultMemTableSize},
+		{"sizes", Options{MemTableSize: 32 << 20, BlockCacheSize: 1 << 20}, 1 << 20, 64 << 20},
+		{"shared cache", Options{BlockCache: shared}, 0, 2 * DefaultMemTableSize},
 	} {
 		c, m := tc.opts.PebbleBudget()
 		if c != tc.cache || m != tc.memTables {
@@ -59,7 +59,7 @@ func TestPebbleBudget(t *testing.T) {
 // and holds its own reference: the cache outlives its creator's.
 func TestSharedCache(t *testing.T) {
 	shared := pebble.NewCache(64 << 20)
-	l, err := Open(Options{Dir: t.TempDir(), Cache: shared})
+	l, err := Open(Options{Dir: t.TempDir(), BlockCache: shared})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	_, modelMem := projector.Config{}.PebbleBudget()
 	n.budget = cfg.PebbleCacheBytes + logMem + keysMem + modelMem
 	n.cache = pebble.NewCache(n.budget)
-	logOpts.Cache, keysOpts.BlockCache = n.cache, n.cache
+	logOpts.BlockCache, keysOpts.BlockCache = n.cache, n.cache
 	if n.log, err = eventlog.Open(logOpts); err != nil {
 		return nil, fmt.Errorf("node: open log: %w", err)
 	}
