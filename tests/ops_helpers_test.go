@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meridian-id/meridian/client"
@@ -224,4 +225,31 @@ func opsEventually(t *testing.T, timeout time.Duration, what string, cond func()
 		}
 		<-tick.C
 	}
+}
+
+// opsWaitShipped waits until region r's shipper has nothing left to ship.
+func opsWaitShipped(t *testing.T, c *cluster.Cluster, r string) {
+	t.Helper()
+	n := c.Node(r)
+	opsEventually(t, 30*time.Second, r+" shipped its log", func() (bool, string) {
+		st := n.Status()
+		return st.Shipper != nil && st.Shipper.Backlog == 0, opsReport(st.Shipper)
+	})
+}
+
+// opsAllJS connects to every region's domain; the connections close with
+// the test.
+func opsAllJS(t *testing.T, ctx context.Context, d *ops.Deployment) map[string]jetstream.JetStream {
+	t.Helper()
+	conns := d.Connect()
+	t.Cleanup(conns.Close)
+	jss := map[string]jetstream.JetStream{}
+	for _, name := range allRegions {
+		js, err := conns.JS(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jss[name] = js
+	}
+	return jss
 }

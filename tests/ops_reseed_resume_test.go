@@ -159,20 +159,8 @@ func TestOpsReseedStreamsResume(t *testing.T) {
 	ids = append(ids, opsCreate(t, ctx, c, 6, "resume-all")...)
 	opsWaitConverged(t, ctx, d, len(ids))
 	n := c.Node(r)
-	opsEventually(t, 30*time.Second, "us-east shipped its log", func() (bool, string) {
-		st := n.Status()
-		return st.Shipper != nil && st.Shipper.Backlog == 0, opsReport(st.Shipper)
-	})
-	conns := d.Connect()
-	defer conns.Close()
-	jss := map[string]jetstream.JetStream{}
-	for _, name := range allRegions {
-		js, err := conns.JS(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		jss[name] = js
-	}
+	opsWaitShipped(t, c, r)
+	jss := opsAllJS(t, ctx, d)
 	for _, o := range others {
 		opsShortDuplicates(t, ctx, jss[o], region.InboxStream(o))
 	}

@@ -48,10 +48,7 @@ func TestOpsReseedLog(t *testing.T) {
 	ids := opsCreate(t, ctx, c, 24, "reseed-log")
 	opsWaitConverged(t, ctx, d, len(ids))
 	n := c.Node(r)
-	opsEventually(t, 30*time.Second, "eu-west shipped its log", func() (bool, string) {
-		st := n.Status()
-		return st.Shipper != nil && st.Shipper.Backlog == 0, opsReport(st.Shipper)
-	})
+	opsWaitShipped(t, c, r)
 	shipped := opsLogRecords(t, n.Log())
 	shippedLast := n.Log().LastSeq()
 	nodeID := n.ID()
@@ -156,20 +153,8 @@ func TestOpsReseedStreams(t *testing.T) {
 	ids = append(ids, opsCreate(t, ctx, c, 12, "reseed-js2")...)
 	opsWaitConverged(t, ctx, d, len(ids))
 	n := c.Node(r)
-	opsEventually(t, 30*time.Second, "eu-west shipped its log", func() (bool, string) {
-		st := n.Status()
-		return st.Shipper != nil && st.Shipper.Backlog == 0, opsReport(st.Shipper)
-	})
-	conns := d.Connect()
-	defer conns.Close()
-	jss := map[string]jetstream.JetStream{}
-	for _, name := range allRegions {
-		js, err := conns.JS(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		jss[name] = js
-	}
+	opsWaitShipped(t, c, r)
+	jss := opsAllJS(t, ctx, d)
 	// What the other inboxes hold of eu-west before its store goes.
 	heldBefore := map[string]uint64{}
 	for _, o := range allRegions {
@@ -398,21 +383,9 @@ func TestOpsReseedStreamsWithoutLog(t *testing.T) {
 	ids := opsCreate(t, ctx, c, 12, "nolog")
 	opsWaitConverged(t, ctx, d, len(ids))
 	n := c.Node(r)
-	opsEventually(t, 30*time.Second, "eu-west shipped its log", func() (bool, string) {
-		st := n.Status()
-		return st.Shipper != nil && st.Shipper.Backlog == 0, opsReport(st.Shipper)
-	})
+	opsWaitShipped(t, c, r)
 	nodeID := n.ID()
-	conns := d.Connect()
-	defer conns.Close()
-	jss := map[string]jetstream.JetStream{}
-	for _, name := range allRegions {
-		js, err := conns.JS(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		jss[name] = js
-	}
+	jss := opsAllJS(t, ctx, d)
 	if err := c.StopNode(r); err != nil {
 		t.Fatal(err)
 	}
