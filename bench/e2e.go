@@ -220,15 +220,14 @@ func (e *e2e) latency(ctx context.Context, n, rate int) (latencyRun, error) {
 	return run, nil
 }
 
-// carry appends events at rate per second until ctx ends, each one waited
-// for in the remote read model, without the stage followers: the load
-// the backbone puts on the machine while it carries that rate, under which
-// the raw sourcing latency is measured again (raw_sourcing_loaded_*). It
-// returns the number of events carried.
-func (e *e2e) carry(ctx context.Context, rate int) (int, error) {
+// carry appends up to limit events at rate per second until ctx ends, each
+// one waited for in the remote read model, without the stage followers:
+// the load the backbone puts on the machine while it carries that rate,
+// under which the raw sourcing latency is measured again
+// (raw_sourcing_loaded_*). It returns the number of events carried.
+func (e *e2e) carry(ctx context.Context, rate, limit int) (int, error) {
 	var n atomic.Int64
-	// pace needs a count: more than the measurement can take at rate.
-	err := pace(ctx, rate, rate*3600, func(ctx context.Context, i int) error {
+	err := pace(ctx, rate, limit, func(ctx context.Context, i int) error {
 		res, err := e.w.Append(ctx, e.wl.update(e.ids[i%len(e.ids)]))
 		if err != nil {
 			return err
@@ -256,7 +255,10 @@ func (e *e2e) loadedSourcingLatency(ctx context.Context, src *sourcing, k, rate 
 	}
 	done := make(chan carried, 1)
 	go func() {
-		n, err := e.carry(cctx, rate)
+		// Twice the measurement's own schedule and a second more: the
+		// load outlasts it (pace buffers one slot per event, so not
+		// unbounded).
+		n, err := e.carry(cctx, rate, 2*k+rate)
 		done <- carried{n, err}
 	}()
 	lat, err := src.latency(ctx, k, rate)
